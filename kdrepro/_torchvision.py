@@ -58,11 +58,8 @@ def ensure_torchvision_importable() -> bool:
 
 
 def _schema_exists(qualname: str) -> bool:
-    try:
-        return torch._C._dispatch_has_schema(qualname)  # type: ignore[attr-defined]
-    except AttributeError:  # pragma: no cover - older torch
-        namespace, name = qualname.split("::")
-        return hasattr(getattr(torch.ops, namespace), name)
+    namespace, name = qualname.split("::")
+    return hasattr(getattr(torch.ops, namespace), name)
 
 
 def import_torchvision():

@@ -1,0 +1,112 @@
+"""An exact teacher-logit cache over every augmented view.
+
+The teacher is frozen and in eval mode, so its logits on a given augmented view of a given image never
+change. The CIFAR augmentation (reflect-pad 4, random 32x32 crop, horizontal flip) has only
+9 x 9 x 2 = 162 views per image (:class:`kdrepro.augment.CropFlip`), so the teacher's logits for all of them
+can be computed once, stored in half precision, and looked up during distillation instead of running the
+teacher at every step. Every student run that shares a teacher and a data set (KD, SLKD, ablations,
+seeds) reuses the same file.
+
+The key is the hash of the teacher's weights, the data set's fingerprint and the augmentation, so a
+retrained teacher or another data set never hits a stale cache. Lookups equal a live teacher forward on
+the same view up to float16 rounding (``tests/test_cache.py``).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .augment import CropFlip
+
+
+def state_dict_hash(model: torch.nn.Module) -> str:
+    """A stable hash of a model's weights and buffers."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = tensor.detach().cpu().contiguous()
+        h.update(str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def cache_key(teacher: torch.nn.Module, dataset, augment: CropFlip) -> str:
+    aug = f"p{augment.padding}{augment.padding_mode[0]}{'f' if augment.hflip else 'n'}"
+    return f"{state_dict_hash(teacher)}-{dataset.fingerprint()}-{aug}"
+
+
+class TeacherLogitCache:
+    """Teacher logits for every (image, view): a float16 tensor ``[N, V, C]`` on the training device."""
+
+    def __init__(self, logits: torch.Tensor, augment: CropFlip):
+        self.logits = logits
+        self.augment = augment
+
+    def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """Float32 teacher logits for images ``indices`` seen through ``views``."""
+        return self.logits[indices, views].float()
+
+    @classmethod
+    def build(cls, teacher: torch.nn.Module, dataset, augment: CropFlip, device: torch.device,
+              batch_size: int = 1024, progress: bool | None = None, channels_last: bool = False) -> "TeacherLogitCache":
+        """Run the teacher once over every view of every image."""
+        teacher = teacher.to(device).eval()
+        images = dataset.images.to(device)
+        n, v = len(dataset), augment.num_views
+        out = None
+        bar = tqdm(total=n * v, desc="teacher-logit cache", unit="img", unit_scale=True, disable=_quiet(progress))
+        with torch.inference_mode():
+            for view in range(v):
+                for start in range(0, n, batch_size):
+                    x = images[start:start + batch_size]
+                    views = torch.full((len(x),), view, dtype=torch.long, device=device)
+                    x = dataset.normalize(augment.apply(x, views))
+                    if channels_last:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    logits = teacher(x)
+                    if out is None:
+                        out = torch.empty((n, v, logits.shape[1]), dtype=torch.float16, device=device)
+                    out[start:start + len(x), view] = logits.half()
+                    bar.update(len(x))
+        bar.close()
+        return cls(out, augment)
+
+    @classmethod
+    def load_or_build(cls, teacher, dataset, augment, device, cache_dir: str | os.PathLike,
+                      progress: bool | None = None, channels_last: bool = False) -> tuple["TeacherLogitCache", bool]:
+        """Return ``(cache, hit)``; builds and saves atomically on a miss."""
+        path = Path(cache_dir) / f"teacher-logits-{cache_key(teacher, dataset, augment)}.pt"
+        if path.exists():
+            try:
+                logits = torch.load(path, map_location=device, weights_only=True)
+                if logits.shape[:2] == (len(dataset), augment.num_views):
+                    return cls(logits, augment), True
+            except Exception:  # a corrupt cache is rebuilt, never trusted
+                pass
+        cache = cls.build(teacher, dataset, augment, device, progress=progress, channels_last=channels_last)
+        atomic_save(cache.logits.cpu(), path)
+        return cache, False
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash leaves no partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getbuffer())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _quiet(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: None lets tqdm stay quiet when the output is not a terminal."""
+    return None if progress is None else not progress

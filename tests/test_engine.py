@@ -1,0 +1,188 @@
+"""The engine and run store on the embedded digits data set: end to end, resume after a kill, reuse."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdrepro import engine
+from kdrepro.config import RunConfig
+from kdrepro.runs import RunStore, read_metrics
+
+# Tiny but real: digits (8x8, 1 channel), resnet8 student, resnet14 teacher.
+BASE = dict(dataset="digits", model="resnet8", epochs=10, batch_size=128, crop_padding=1, hflip=False,
+            num_threads=1, progress=False)
+TEACHER = dict(model="resnet14", epochs=3)
+TIMING_KEYS = {"train_seconds", "wall_seconds"}
+
+
+def _cfg(**kw) -> RunConfig:
+    data = dict(BASE)
+    data.update(kw)
+    return RunConfig.from_dict(data)
+
+
+def _strip_times(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return RunStore(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def slkd_result(store):
+    return store.run(_cfg(method="slkd", teacher=TEACHER), log=lambda m: None)
+
+
+def test_slkd_run_follows_the_authors_schedule(slkd_result, store):
+    cfg = slkd_result.config
+    rows = slkd_result.metrics()
+    assert [r["epoch"] for r in rows] == list(range(1, 11))
+    # authors' schedule scaled to 10 epochs: round(e * 10 / 300) for e in 40, 70, 110, 150, 200, 300
+    ends = [round(e * 10 / 300) for e in (40, 70, 110, 150, 200, 300)]
+    assert ends == [1, 2, 4, 5, 7, 10]
+    from kdrepro.data import load_dataset
+
+    train = load_dataset("digits", train=True)
+    counts = torch.bincount(train.targets, minlength=10)
+    expected_fraction = {0: 1.0, 1: 0.2, 2: 0.4, 3: 0.6, 4: 0.8, 5: 1.0}
+    for r in rows:
+        phase = next(i for i, end in enumerate(ends) if r["epoch"] <= end)
+        assert r["phase"] == phase
+        assert r["curriculum"] == (phase > 0)
+        want = int(sum(math.ceil(expected_fraction[phase] * int(c)) for c in counts))
+        assert r["pool_size"] == want
+        # the MSE term exists only in curriculum phases
+        assert ("train_mse" in r) == (phase > 0)
+    # iterations: ceil(pool / batch) per epoch, summed
+    its = 0
+    for r in rows:
+        its += math.ceil(r["pool_size"] / 128)
+        assert r["iterations"] == its
+    # curriculum files: one per curriculum phase, pools class-balanced by fraction and nested by score
+    records = slkd_result.curriculum()
+    assert [rec["phase"] for rec in records] == [1, 2, 3, 4, 5]
+    for rec in records:
+        pool_counts = torch.bincount(rec["targets"][rec["pool"]], minlength=10)
+        want = torch.tensor([math.ceil(rec["fraction"] * int(c)) for c in counts])
+        assert torch.equal(pool_counts, want)
+        # easy first with max logit: every selected image scores >= every unselected one of its class
+        for c in range(10):
+            in_c = rec["targets"] == c
+            chosen = torch.zeros_like(in_c)
+            chosen[rec["pool"]] = True
+            if (in_c & ~chosen).any():
+                assert rec["scores"][in_c & chosen].min() >= rec["scores"][in_c & ~chosen].max()
+        assert 0.0 <= rec["snapshot_test_top1"] <= 100.0
+    s = slkd_result.summary
+    assert s["finished"] and s["epochs"] == 10
+    assert s["last_top1"] == rows[-1]["test_top1"]
+    assert s["best_top1"] == max(r["test_top1"] for r in rows)
+    assert s["teacher_source"] == "cache"
+    assert s["environment"]["torch"] == torch.__version__
+    # lr follows the recipe's milestones scaled to 10 epochs: round(260/30)=9, round(290/30)=10
+    assert cfg.milestones == (9, 10)
+    assert [r["lr"] for r in rows] == pytest.approx([0.1] * 9 + [0.01])
+
+
+def test_finished_run_is_returned_without_training(slkd_result, store, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("a finished run must not be trained again")
+
+    monkeypatch.setattr(engine.Trainer, "fit", boom)
+    again = store.run(slkd_result.config)
+    assert again.summary == slkd_result.summary
+
+
+def test_teacher_trained_once_and_cache_reused(slkd_result, store):
+    kd = store.run(_cfg(method="kd", teacher=TEACHER, epochs=2), log=lambda m: None)
+    teachers = [d for d in store.runs_dir.iterdir() if d.name.startswith("ce-digits-resnet14")]
+    assert len(teachers) == 1
+    assert kd.config.teacher == slkd_result.config.teacher
+    assert len(list(store.cache_dir.glob("teacher-logits-*.pt"))) == 1
+    assert kd.summary["teacher_source"] == "cache"
+    assert "train_kd" in kd.metrics()[0] and "train_mse" not in kd.metrics()[0]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    """Kill a real training process mid-run, resume it, and compare with a run never interrupted."""
+    args = ["--set", "method=slkd", "--set", "epochs=8", "--set", "dataset=digits", "--set", "model=resnet8",
+            "--set", "teacher.model=resnet8", "--set", "teacher.epochs=2", "--set", "crop_padding=1",
+            "--set", "hflip=false", "--set", "num_threads=1", "--set", "batch_size=64", "--set", "order=random"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "kdrepro", "train", *args]
+    ref_root, killed_root = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(cmd + ["--results", str(ref_root)], check=True, env=env, capture_output=True, timeout=600)
+    ref = RunStore(ref_root)
+    run_dirs = [d for d in ref.runs_dir.iterdir() if d.name.startswith("slkd-")]
+    assert len(run_dirs) == 1
+    ref_rows = read_metrics(run_dirs[0])
+
+    proc = subprocess.Popen(cmd + ["--results", str(killed_root)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics = killed_root / "runs" / run_dirs[0].name / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail("training finished before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(read_metrics(metrics.parent))
+    assert 3 <= done < 8, "the kill must land mid-run"
+    assert not (metrics.parent / "summary.json").exists()
+    assert RunStore(killed_root).status(metrics.parent) == "partial"
+    out = subprocess.run(cmd + ["--results", str(killed_root)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "resumed" in out.stdout
+    assert _strip_times(read_metrics(metrics.parent)) == _strip_times(ref_rows)
+    a = json.loads((metrics.parent / "summary.json").read_text())
+    b = json.loads((run_dirs[0] / "summary.json").read_text())
+    for key in ("last_top1", "best_top1", "best_epoch", "iterations", "images_seen"):
+        assert a[key] == b[key]
+    # the same pools were selected in every phase (random order draws from the saved generator)
+    for f in sorted((run_dirs[0] / "curriculum").glob("*.pt")):
+        ra = torch.load(f, weights_only=True)
+        rb = torch.load(metrics.parent / "curriculum" / f.name, weights_only=True)
+        assert torch.equal(ra["pool"], rb["pool"])
+
+
+def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
+    cfg = _cfg(method="ce", epochs=1).resolved()
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    latest.write_bytes(b"not a checkpoint")
+    with pytest.raises(engine.CheckpointError, match="latest.pt.*delete it"):
+        engine.Trainer(cfg, run_dir, log=lambda m: None).fit()
+    # a checkpoint written for another architecture
+    other = engine.Trainer(cfg.with_overrides(model="resnet14"), tmp_path / "other", log=lambda m: None)
+    torch.save({"model": other.student.state_dict()}, latest)
+    with pytest.raises(engine.CheckpointError, match="another architecture or number of classes"):
+        engine.Trainer(cfg, run_dir, log=lambda m: None).fit()
+
+
+def test_quirks_change_the_run(store):
+    """The authors' quirks are options: no augmentation in the warm-up, MSE to the snapshot."""
+    base = _cfg(method="slkd", teacher=TEACHER, epochs=4, pacing="custom", warmup=1, phase_ends=[2, 4],
+                fractions=[0.5, 1.0])
+    plain = store.run(base, log=lambda m: None).metrics()
+    quirky = store.run(base.with_overrides(quirk_no_warmup_augment=True, quirk_mse_to_snapshot=True),
+                       log=lambda m: None).metrics()
+    assert plain[0]["train_loss"] != quirky[0]["train_loss"]  # warm-up without augmentation
+    assert plain[1]["train_mse"] != quirky[1]["train_mse"]
+    assert [r["pool_size"] for r in plain] == [r["pool_size"] for r in quirky]
+    assert plain[0]["pool_size"] > plain[1]["pool_size"]  # warm-up on all data, then half of each class
