@@ -1,4 +1,4 @@
-"""The ``kdrepro`` command line: ``train``, ``runs`` and ``show``.
+"""The ``kdrepro`` command line: ``train``, ``runs``, ``show`` and ``download``.
 
 Examples::
 
@@ -90,6 +90,16 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_download(args) -> int:
+    from .data import load_dataset
+
+    for split in (True, False):
+        ds = load_dataset(args.name, root=args.root, train=split, download=True)
+        print(f"{args.name} {'train' if split else 'test'}: {len(ds)} images of shape {ds.image_shape}, "
+              f"{ds.num_classes} classes")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kdrepro",
@@ -111,6 +121,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and run id, train nothing")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("download", help="download a data set (cifar10, cifar100, svhn, cinic10, cifar10-5k)",
+                       description="Download a data set and check that both splits load. Files go under --root, "
+                                   "else $KDREPRO_DATA, else ./data. cifar10-5k is built from a CIFAR-10 download.")
+    p.add_argument("name", help="data set name")
+    p.add_argument("--root", default=None, help="folder to download into")
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("runs", parents=[common], help="list the runs in the store with their status",
                        description="List every run in the store: id, status (finished, partial, new), epochs "

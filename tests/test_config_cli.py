@@ -114,7 +114,7 @@ def test_cli_end_to_end_kd_and_slkd(tmp_path):
     assert out.stdout.startswith("found finished")
 
 
-@pytest.mark.parametrize("sub", ["train", "runs", "show"])
+@pytest.mark.parametrize("sub", ["train", "runs", "show", "download"])
 def test_help_describes_each_command(sub):
     out = subprocess.run([sys.executable, "-m", "kdrepro", sub, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: kdrepro " + sub in out.stdout
