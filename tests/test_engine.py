@@ -64,10 +64,12 @@ def test_slkd_run_follows_the_authors_schedule(slkd_result, store):
         assert r["pool_size"] == want
         # the MSE term exists only in curriculum phases
         assert ("train_mse" in r) == (phase > 0)
-    # iterations: ceil(pool / batch) per epoch, summed
+    # iterations: full batches of 128, plus the remainder as its own batch unless it is under 16 images
+    # (then it joins the batch before it)
     its = 0
     for r in rows:
-        its += math.ceil(r["pool_size"] / 128)
+        full, rest = divmod(r["pool_size"], 128)
+        its += full + (1 if rest >= 16 or full == 0 else 0)
         assert r["iterations"] == its
     # curriculum files: one per curriculum phase, pools class-balanced by fraction and nested by score
     records = slkd_result.curriculum()
@@ -186,3 +188,20 @@ def test_quirks_change_the_run(store):
     assert plain[1]["train_mse"] != quirky[1]["train_mse"]
     assert [r["pool_size"] for r in plain] == [r["pool_size"] for r in quirky]
     assert plain[0]["pool_size"] > plain[1]["pool_size"]  # warm-up on all data, then half of each class
+
+
+def test_batches_merge_only_a_tiny_remainder():
+    order = torch.arange(1154)  # digits' 80 % pool: 9 x 128 + 2
+    sizes = [len(b) for b in engine.batches(order, 128)]
+    assert sizes == [128] * 8 + [130]
+    assert torch.equal(torch.cat(engine.batches(order, 128)), order)
+    assert [len(b) for b in engine.batches(torch.arange(10016), 128)] == [128] * 78 + [32]  # 32 >= 16: kept
+    assert [len(b) for b in engine.batches(torch.arange(5), 128)] == [5]
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    cfg = _cfg(method="ce", epochs=2, lr=1e6).resolved()
+    trainer = engine.Trainer(cfg, tmp_path / "run", log=lambda m: None)
+    with pytest.raises(engine.TrainingDiverged, match="diverged in epoch 1"):
+        trainer.fit()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

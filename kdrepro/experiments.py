@@ -1,0 +1,674 @@
+"""Experiment profiles and the studies behind the notebooks.
+
+A profile (``kdrepro/profiles/<name>.yaml``; the shape is documented at the top of each file) is the one
+source of truth for the notebooks and ``make reproduce``: data sets, teacher/student pairs, the recipe
+and epochs shared by every run (``base``), seeds, epoch budgets, the KD baselines and the ablations.
+
+:class:`Experiment` turns a profile into :class:`~kdrepro.config.RunConfig` objects, runs them through
+the run store (:class:`~kdrepro.runs.RunStore`: a finished run is read back, never retrained; an
+unfinished one resumes) and returns *tidy* tables, one row per run, that :mod:`kdrepro.report`
+summarises. The studies, one per notebook:
+
+* ``baselines`` (01): each pair's teacher (seed 0, the one every student distils from) and the vanilla
+  student (CE only) for every seed;
+* ``kd_baselines`` (02): vanilla, KD and the profile's ``kd_baselines`` (FitNets, AT) for every seed;
+* ``main`` (03): teacher, vanilla, KD and SLKD for every data set, pair and seed (the paper's main table);
+* ``ablations`` (04): SLKD variants on the first data set and pair, one axis at a time (score, order,
+  pacing, logit-MSE on/off, the authors' quirks), with KD as the no-curriculum reference;
+* ``budgets`` (05): KD and SLKD at every epoch budget, for the accuracy-against-iterations figures.
+
+:meth:`Experiment.anatomy` (06) opens one SLKD run's curriculum records (what each phase's snapshot
+scored and selected) and compares the snapshot's ranking with the teacher's.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import pandas as pd
+
+from .config import RUNTIME_FIELDS, ConfigError, RunConfig
+from .runs import RunResult, RunStore
+
+with warnings.catch_warnings():
+    # In a Jupyter kernel without ipywidgets, tqdm.auto (used by the engine) warns "IProgress not found" on
+    # its first import only, i.e. only in notebooks that train a run. Importing it here, quietly, keeps a
+    # notebook's output the same whether its runs are trained or read from the store (nbval compares it).
+    warnings.simplefilter("ignore")
+    import tqdm.auto  # noqa: F401
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+STUDIES = ("baselines", "kd_baselines", "main", "ablations", "budgets")
+ABLATION_AXES = ("score", "order", "pacing", "mse", "quirks")
+#: logit-MSE ablation: "on" keeps the recipe's weight (the authors' 0.05), "off" drops the term
+MSE_VARIANTS: dict[str, dict[str, Any]] = {"on": {}, "off": {"mse_weight": 0.0}}
+#: the authors' quirks (kdrepro/config.py), each off by default
+QUIRK_VARIANTS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "no_warmup_augment": {"quirk_no_warmup_augment": True},
+    "mse_to_snapshot": {"quirk_mse_to_snapshot": True},
+    "both": {"quirk_no_warmup_augment": True, "quirk_mse_to_snapshot": True},
+}
+#: run-config keys a study sets itself, so a profile's ``base`` may not
+_STUDY_KEYS = frozenset({"method", "dataset", "dataset_options", "model", "seed", "teacher", "teacher_weights"})
+#: runtime keys that come from the notebook parameters / command line, not from the profile
+_SESSION_KEYS = frozenset({"device", "data_root"})
+_PROFILE_KEYS = {
+    "name": str, "description": str, "hardware": str, "expected_time": str, "datasets": list,
+    "dataset_options": dict, "seeds": list, "base": dict, "pairs": list, "budgets": list,
+    "kd_baselines": dict, "ablations": dict, "ablation_seeds": list,
+}
+_REQUIRED = ("name", "datasets", "seeds", "base", "pairs")
+#: columns of every tidy run table, in order (studies add ``axis``/``variant`` labels)
+RUN_COLUMNS = ("dataset", "teacher", "student", "method", "model", "variant", "seed", "epochs", "last_top1",
+               "best_top1", "best_epoch", "iterations", "images_seen", "train_seconds", "wall_seconds", "run_id")
+
+log = logging.getLogger("kdrepro.experiments")
+
+
+class ProfileError(ConfigError):
+    """A profile that does not exist or does not validate. The message names the file and the key."""
+
+
+# ----------------------------------------------------------------------------------------------- profiles
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A teacher (run-config overrides of its CE run, ``model`` required) and a student architecture."""
+
+    teacher: Mapping[str, Any]
+    student: str
+
+    @property
+    def teacher_model(self) -> str:
+        return str(self.teacher["model"])
+
+    @property
+    def label(self) -> str:
+        return f"{self.teacher_model} -> {self.student}"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    base: Mapping[str, Any]
+    pairs: tuple[Pair, ...]
+    description: str = ""
+    hardware: str = ""
+    expected_time: str = ""
+    dataset_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    budgets: tuple[int, ...] = ()
+    kd_baselines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    ablations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ablation_seeds: tuple[int, ...] = (0,)
+
+
+def list_profiles() -> list[str]:
+    """Names of the bundled profiles (``kdrepro/profiles/*.yaml``)."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str | Path) -> Profile:
+    """A bundled profile by name (``smoke``, ``demo``, ``cpu``, ``paper``) or a profile YAML by path."""
+    import yaml
+
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        if str(name) not in list_profiles():
+            raise ProfileError(f"unknown profile {str(name)!r}; available: {', '.join(list_profiles())} "
+                               f"(or give the path of a profile .yaml)")
+        path = PROFILE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"profile file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ProfileError(f"profile {path} is not valid YAML: {err}") from None
+    return parse_profile(data, source=str(path))
+
+
+def parse_profile(data: Any, source: str = "<profile>") -> Profile:
+    """Validate a profile mapping (as read from YAML) and build a :class:`Profile`.
+
+    Checks the keys and their types, that every data set, model, method-free ``base`` key and ablation
+    variant exists, and that seeds and budgets are integers. Whether every run config is valid (e.g. an
+    epoch budget too short for the SLKD schedule) is checked by :meth:`Experiment.plan`.
+    """
+    from .data import list_datasets
+    from .models import list_models
+    from .sequencer import ORDERS, PACINGS, SCORES
+
+    def fail(msg: str) -> ProfileError:
+        return ProfileError(f"{source}: {msg}")
+
+    if not isinstance(data, dict):
+        raise fail("a profile must be a mapping of keys (name, datasets, seeds, base, pairs, ...)")
+    unknown = sorted(set(data) - set(_PROFILE_KEYS))
+    if unknown:
+        raise fail(f"unknown key(s) {unknown}; valid keys: {', '.join(_PROFILE_KEYS)}")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise fail(f"missing required key(s) {missing}")
+    for key, kind in _PROFILE_KEYS.items():
+        if key in data and not isinstance(data[key], kind):
+            raise fail(f"{key} must be a {kind.__name__}, got {data[key]!r}")
+
+    def ints(key: str) -> tuple[int, ...]:
+        values = data.get(key, [])
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise fail(f"{key} must be a non-empty list of integers, got {values!r}")
+        if len(set(values)) != len(values):
+            raise fail(f"{key} has duplicates: {values!r}")
+        return tuple(values)
+
+    datasets = tuple(data["datasets"])
+    for ds in datasets:
+        if ds not in list_datasets():
+            raise fail(f"datasets: {ds!r} is not a data set; choose from {', '.join(list_datasets())}")
+    options = data.get("dataset_options", {})
+    for ds, opts in options.items():
+        if ds not in datasets or not isinstance(opts, dict):
+            raise fail(f"dataset_options.{ds}: must be a mapping for one of the profile's datasets {list(datasets)}")
+
+    base = dict(data["base"])
+    valid_keys = set(RunConfig.__dataclass_fields__)
+    bad = sorted(set(base) - valid_keys)
+    if bad:
+        raise fail(f"base: unknown run-config key(s) {bad}; see kdrepro/config.py (RunConfig)")
+    reserved = sorted(set(base) & (_STUDY_KEYS | _SESSION_KEYS))
+    if reserved:
+        raise fail(f"base: {reserved} may not be set here: the studies set method, dataset, model, seed and "
+                   "teacher; device and data_root are notebook parameters (or reproduce options)")
+
+    pairs = []
+    for i, raw in enumerate(data["pairs"]):
+        if not isinstance(raw, dict) or set(raw) != {"teacher", "student"}:
+            raise fail(f"pairs[{i}] must be a mapping with exactly the keys teacher and student, got {raw!r}")
+        teacher, student = raw["teacher"], raw["student"]
+        if not isinstance(teacher, dict) or "model" not in teacher:
+            raise fail(f"pairs[{i}].teacher must be a mapping with at least 'model', got {teacher!r}")
+        bad = sorted(set(teacher) - valid_keys)
+        if bad:
+            raise fail(f"pairs[{i}].teacher: unknown run-config key(s) {bad}")
+        if set(teacher) & (_STUDY_KEYS - {"model"}):
+            raise fail(f"pairs[{i}].teacher: {sorted(set(teacher) & _STUDY_KEYS - {'model'})} may not be set")
+        for role, model in (("teacher.model", teacher["model"]), ("student", student)):
+            if model not in list_models():
+                raise fail(f"pairs[{i}].{role}: {model!r} is not a model; choose from {', '.join(list_models())}")
+        pairs.append(Pair(dict(teacher), str(student)))
+    if not pairs:
+        raise fail("pairs must list at least one teacher/student pair")
+
+    kd_baselines = {}
+    for label, overrides in data.get("kd_baselines", {}).items():
+        if not isinstance(overrides, dict):
+            raise fail(f"kd_baselines.{label} must be a mapping of run-config keys, got {overrides!r}")
+        bad = sorted(set(overrides) - valid_keys) + sorted(set(overrides) & (_STUDY_KEYS | _SESSION_KEYS))
+        if bad:
+            raise fail(f"kd_baselines.{label}: key(s) {bad} are not allowed (unknown, or set by the study)")
+        kd_baselines[str(label)] = dict(overrides)
+
+    choices = {"score": SCORES, "order": ORDERS, "pacing": tuple(p for p in PACINGS if p not in ("custom", "none")),
+               "mse": tuple(MSE_VARIANTS), "quirks": tuple(QUIRK_VARIANTS)}
+    ablations = {}
+    for axis, variants in data.get("ablations", {}).items():
+        if axis not in ABLATION_AXES:
+            raise fail(f"ablations: unknown axis {axis!r}; valid axes: {', '.join(ABLATION_AXES)}")
+        if not isinstance(variants, list) or not variants:
+            raise fail(f"ablations.{axis} must be a non-empty list, got {variants!r}")
+        for v in variants:
+            if v not in choices[axis]:
+                raise fail(f"ablations.{axis}: {v!r} is not a variant; choose from {', '.join(choices[axis])}")
+        ablations[axis] = tuple(variants)
+
+    budgets = ints("budgets") if "budgets" in data else ()
+    if any(b < 1 for b in budgets):
+        raise fail(f"budgets must be positive epoch counts, got {list(budgets)}")
+    profile = Profile(
+        name=str(data["name"]), datasets=datasets, seeds=ints("seeds"), base=base, pairs=tuple(pairs),
+        description=data.get("description", ""), hardware=data.get("hardware", ""),
+        expected_time=data.get("expected_time", ""), dataset_options={k: dict(v) for k, v in options.items()},
+        budgets=budgets, kd_baselines=kd_baselines, ablations=ablations,
+        ablation_seeds=ints("ablation_seeds") if "ablation_seeds" in data else (0,))
+    stem = Path(source).stem
+    if source.endswith((".yaml", ".yml")) and profile.name != stem:
+        raise fail(f"name {profile.name!r} must equal the file name {stem!r}")
+    return profile
+
+
+# ------------------------------------------------------------------------------------------------ studies
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One run of a study: its table labels and its (resolved) configuration."""
+
+    labels: Mapping[str, Any]
+    config: RunConfig
+
+
+class Experiment:
+    """A profile bound to a results folder, a device and a data root: plans, runs and tabulates studies.
+
+    ``seeds`` (None: the profile's) replaces the profile's ``seeds`` *and* ``ablation_seeds``.
+    Tables go to ``<results_dir>/<profile>/tables``, figures to ``.../figures``; runs live in the shared
+    store ``<results_dir>/runs``, so a teacher is trained once for every notebook and profile that
+    names the same configuration.
+    """
+
+    def __init__(self, profile: str | Path | Profile = "smoke", results_dir: str | Path = "results",
+                 data_root: str | None = None, seeds: Sequence[int] | None = None, device: str = "auto"):
+        self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        if seeds is not None:
+            if isinstance(seeds, int) or not all(isinstance(s, int) for s in seeds) or not len(seeds):
+                raise ProfileError(f"seeds must be None (the profile's) or a non-empty list of ints, got {seeds!r}")
+            self.seeds = self.ablation_seeds = tuple(seeds)
+        else:
+            self.seeds, self.ablation_seeds = self.profile.seeds, self.profile.ablation_seeds
+        self.results_dir = Path(results_dir)
+        self.data_root = None if data_root is None else str(data_root)
+        self.device = device
+        self.store = RunStore(self.results_dir)
+
+    def __repr__(self) -> str:
+        p = self.profile
+        return "\n".join([
+            f"profile {p.name}: {p.description}",
+            f"  data sets   {', '.join(p.datasets)}",
+            f"  pairs       {'; '.join(pair.label for pair in p.pairs)}",
+            f"  recipe      {p.base.get('recipe', 'slkd')}, {p.base.get('epochs', 'recipe')} epochs, "
+            f"seeds {list(self.seeds)} (ablations and budgets: {list(self.ablation_seeds)})",
+            f"  hardware    {p.hardware}; expected time: {p.expected_time}",
+            f"  results     {self.results_dir.as_posix()}/runs (runs), {self.out_dir.as_posix()} (tables, figures)",
+        ])
+
+    @property
+    def out_dir(self) -> Path:
+        return self.results_dir / self.profile.name
+
+    @property
+    def tables_dir(self) -> Path:
+        return self.out_dir / "tables"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.out_dir / "figures"
+
+    # -------------------------------------------------------------------------------- configurations
+    def config(self, dataset: str, model: str, method: str = "ce", seed: int = 0,
+               teacher: Mapping[str, Any] | None = None, **overrides: Any) -> RunConfig:
+        """The resolved run config: the profile's ``base``, then the study's choices, then ``overrides``."""
+        data = {**self.profile.base, "dataset": dataset,
+                "dataset_options": dict(self.profile.dataset_options.get(dataset, {})),
+                "model": model, "method": method, "seed": seed, **overrides,
+                "device": self.device, "data_root": self.data_root}
+        if teacher is not None:
+            data["teacher"] = dict(teacher)
+        return RunConfig.from_dict(data).resolved()
+
+    def teacher_overrides(self, pair: Pair) -> dict[str, Any]:
+        """The teacher's run-config keys: the profile's non-runtime ``base`` keys, then the pair's."""
+        base = {k: v for k, v in self.profile.base.items() if k not in RUNTIME_FIELDS}
+        return {**base, **pair.teacher}
+
+    def student_config(self, dataset: str, pair: Pair, method: str, seed: int, **overrides: Any) -> RunConfig:
+        """A student of ``pair``: vanilla (``method="ce"``, no teacher), KD or SLKD."""
+        teacher = None if method == "ce" else self.teacher_overrides(pair)
+        return self.config(dataset, pair.student, method, seed, teacher=teacher, **overrides)
+
+    def teacher_config(self, dataset: str, pair: Pair) -> RunConfig:
+        """The teacher run exactly as its students resolve it (same run id, so it is trained once)."""
+        return self.student_config(dataset, pair, "kd", self.seeds[0]).teacher_config()
+
+    # ------------------------------------------------------------------------------------------ plans
+    def plan(self, study: str) -> list[Planned]:
+        """Every run of ``study`` (one of :data:`STUDIES`) with its labels, in run order; trains nothing."""
+        if study not in STUDIES:
+            raise ValueError(f"unknown study {study!r}; choose one of {', '.join(STUDIES)}")
+        try:
+            return list(getattr(self, f"_plan_{study}")())
+        except ConfigError as err:
+            raise ProfileError(f"profile {self.profile.name!r}, study {study!r}: {err}") from None
+
+    def _pairs(self, first_only: bool = False) -> Iterator[tuple[str, Pair]]:
+        datasets = self.profile.datasets[:1] if first_only else self.profile.datasets
+        pairs = self.profile.pairs[:1] if first_only else self.profile.pairs
+        for ds in datasets:
+            for pair in pairs:
+                yield ds, pair
+
+    @staticmethod
+    def _labels(ds: str, pair: Pair, method: str, seed: int, **extra: Any) -> dict[str, Any]:
+        model = pair.teacher_model if method == "teacher" else pair.student  # the network this run trains
+        return {"dataset": ds, "teacher": pair.teacher_model, "student": pair.student, "method": method,
+                "model": model, "variant": "", "seed": seed, **extra}
+
+    def _teacher_planned(self, ds: str, pair: Pair) -> Planned:
+        cfg = self.teacher_config(ds, pair)
+        return Planned(self._labels(ds, pair, "teacher", cfg.seed), cfg)
+
+    def _plan_baselines(self) -> Iterator[Planned]:
+        for ds, pair in self._pairs():
+            yield self._teacher_planned(ds, pair)
+            for seed in self.seeds:
+                yield Planned(self._labels(ds, pair, "vanilla", seed), self.student_config(ds, pair, "ce", seed))
+
+    def _plan_kd_baselines(self) -> Iterator[Planned]:
+        for ds, pair in self._pairs():
+            for seed in self.seeds:
+                yield Planned(self._labels(ds, pair, "vanilla", seed), self.student_config(ds, pair, "ce", seed))
+                yield Planned(self._labels(ds, pair, "kd", seed), self.student_config(ds, pair, "kd", seed))
+                for label, overrides in self.profile.kd_baselines.items():
+                    yield Planned(self._labels(ds, pair, label, seed),
+                                  self.student_config(ds, pair, "kd", seed, **overrides))
+
+    def _plan_main(self) -> Iterator[Planned]:
+        for ds, pair in self._pairs():
+            yield self._teacher_planned(ds, pair)
+            for seed in self.seeds:
+                for label, method in (("vanilla", "ce"), ("kd", "kd"), ("slkd", "slkd")):
+                    yield Planned(self._labels(ds, pair, label, seed), self.student_config(ds, pair, method, seed))
+
+    def ablation_variants(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(axis, variant, run-config overrides)`` for every ablation of the profile."""
+        out = []
+        for axis, variants in self.profile.ablations.items():
+            for v in variants:
+                if axis == "mse":
+                    overrides = MSE_VARIANTS[v]
+                elif axis == "quirks":
+                    overrides = QUIRK_VARIANTS[v]
+                else:
+                    overrides = {axis: v}
+                out.append((axis, v, dict(overrides)))
+        return out
+
+    def _plan_ablations(self) -> Iterator[Planned]:
+        for ds, pair in self._pairs(first_only=True):
+            for seed in self.ablation_seeds:
+                default = self.student_config(ds, pair, "slkd", seed)
+                yield Planned(self._labels(ds, pair, "kd", seed, axis="reference", variant="kd (no curriculum)",
+                                           default=False), self.student_config(ds, pair, "kd", seed))
+                for axis, variant, overrides in self.ablation_variants():
+                    cfg = self.student_config(ds, pair, "slkd", seed, **overrides)
+                    yield Planned(self._labels(ds, pair, "slkd", seed, axis=axis, variant=variant,
+                                               default=cfg.run_id == default.run_id), cfg)
+
+    def _plan_budgets(self) -> Iterator[Planned]:
+        for ds, pair in self._pairs(first_only=True):
+            for budget in self.profile.budgets:
+                for seed in self.ablation_seeds:
+                    for method in ("kd", "slkd"):
+                        yield Planned(self._labels(ds, pair, method, seed, variant=f"{budget} epochs"),
+                                      self.student_config(ds, pair, method, seed, epochs=budget))
+
+    # -------------------------------------------------------------------------------------------- runs
+    def run(self, cfg: RunConfig) -> RunResult:
+        """The finished result of ``cfg`` from the store (trained or resumed when needed)."""
+        return self.store.run(cfg, log=log.info)
+
+    def run_study(self, study: str) -> pd.DataFrame:
+        """Run every planned run of ``study`` (finished runs are read back) and return the tidy table."""
+        rows = []
+        for planned in self.plan(study):
+            rows.append(run_row(self.run(planned.config), planned.labels))
+        return pd.DataFrame(rows, columns=_columns(rows))
+
+    def baselines(self) -> pd.DataFrame:
+        return self.run_study("baselines")
+
+    def kd_baselines(self) -> pd.DataFrame:
+        return self.run_study("kd_baselines")
+
+    def main(self) -> pd.DataFrame:
+        return self.run_study("main")
+
+    def ablations(self) -> pd.DataFrame:
+        return self.run_study("ablations")
+
+    def budgets(self) -> pd.DataFrame:
+        return self.run_study("budgets")
+
+    def curves(self, runs: pd.DataFrame) -> pd.DataFrame:
+        """Per-epoch metrics of every run in ``runs`` (a tidy table), with the run's labels."""
+        frames = []
+        for row in runs.to_dict("records"):
+            metrics = pd.DataFrame(self.store.load(row["run_id"]).metrics())
+            for key in ("dataset", "teacher", "student", "method", "model", "variant", "seed", "run_id"):
+                metrics[key] = row[key]
+            frames.append(metrics)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    # ---------------------------------------------------------------------------------------- data sets
+    def load_datasets(self) -> dict[str, tuple[Any, Any]]:
+        """``{name: (train, test)}`` for every data set of the profile."""
+        from .data import load_dataset
+
+        return {ds: (load_dataset(ds, root=self.data_root, train=True, **self.profile.dataset_options.get(ds, {})),
+                     load_dataset(ds, root=self.data_root, train=False, **self.profile.dataset_options.get(ds, {})))
+                for ds in self.profile.datasets}
+
+    def profile_models(self) -> pd.DataFrame:
+        """Parameters and multiply-adds of the profile's teachers and students at each data set's shape."""
+        rows = []
+        for ds, (train, _) in self.load_datasets().items():
+            seen = []
+            for pair in self.profile.pairs:
+                for role, model in (("teacher", pair.teacher_model), ("student", pair.student)):
+                    if model in seen:
+                        continue
+                    seen.append(model)
+                    cost = model_cost(model, train.image_shape, train.num_classes)
+                    rows.append({"dataset": ds, "role": role, "model": model, **cost})
+        return pd.DataFrame(rows)
+
+    # ----------------------------------------------------------------------------------------- anatomy
+    def anatomy(self, dataset: str | None = None, pair: Pair | None = None, seed: int | None = None) -> "CurriculumAnatomy":
+        """The curriculum of the profile's SLKD run (default: first data set, pair and seed)."""
+        from .data import load_dataset
+        from .models import create_model
+        from .sequencer import score_instances
+
+        ds = dataset or self.profile.datasets[0]
+        pair = pair or self.profile.pairs[0]
+        cfg = self.student_config(ds, pair, "slkd", self.seeds[0] if seed is None else seed)
+        result = self.run(cfg)
+        teacher_result = self.run(cfg.teacher_config())
+        train = load_dataset(ds, root=self.data_root, train=True, **cfg.dataset_options)
+        tcfg = teacher_result.config
+        teacher = create_model(tcfg.model, train.num_classes, in_channels=train.image_shape[0],
+                               weights=str(teacher_result.run_dir / "weights.pt"), **tcfg.model_options)
+        score = "max_logit" if cfg.score == "teacher_kl" else cfg.score
+        with _threads(cfg.num_threads):
+            teacher_scores = score_instances(teacher, train, score, device="cpu")
+        return CurriculumAnatomy(result, train, result.curriculum(), teacher_scores.numpy(), score)
+
+
+def run_row(result: RunResult, labels: Mapping[str, Any]) -> dict[str, Any]:
+    """One tidy row: the study's labels and the run's summary numbers."""
+    s = result.summary
+    row = dict(labels)
+    row.update(epochs=s["epochs"], last_top1=s["last_top1"], best_top1=s["best_top1"], best_epoch=s["best_epoch"],
+               iterations=s["iterations"], images_seen=s["images_seen"], train_seconds=s["train_seconds"],
+               wall_seconds=s["wall_seconds"], run_id=result.run_id)
+    return row
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    extra = [k for row in rows for k in row if k not in RUN_COLUMNS]
+    return list(RUN_COLUMNS[:6]) + list(dict.fromkeys(extra)) + list(RUN_COLUMNS[6:])
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch threads (None: unchanged), as the profile's runs were."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------- curriculum anatomy
+
+
+@dataclass
+class CurriculumAnatomy:
+    """What an SLKD run's snapshots saw: per curriculum phase the scores of every training image
+    (higher = easier), the selected pool, and the snapshot's test accuracy; plus the teacher's scores
+    of the same un-augmented images with the same score function (max logit if the run used
+    ``teacher_kl``, which would compare the teacher with itself)."""
+
+    result: RunResult
+    dataset: Any
+    records: list[dict]
+    teacher_scores: Any
+    teacher_score: str
+
+    def phases(self) -> pd.DataFrame:
+        """One row per curriculum phase: epochs, pool fraction and size, snapshot accuracy, score spread."""
+        rows = []
+        for r in self.records:
+            scores = r["scores"].double()
+            rows.append({"phase": r["phase"], "epochs": f"{r['start_epoch'] + 1}-{r['end_epoch']}",
+                         "fraction": r["fraction"], "pool": len(r["pool"]), "snapshot_top1": r["snapshot_test_top1"],
+                         "score_mean": scores.mean().item(), "score_std": scores.std().item()})
+        return pd.DataFrame(rows)
+
+    def scores(self) -> pd.DataFrame:
+        """Long table of every image's score in every phase (for distribution plots)."""
+        frames = [pd.DataFrame({"phase": r["phase"], "score": r["scores"].numpy(), "label": r["targets"].numpy(),
+                                "in_pool": _mask(len(r["scores"]), r["pool"])}) for r in self.records]
+        return pd.concat(frames, ignore_index=True)
+
+    def overlap(self) -> pd.DataFrame:
+        """Consecutive pools: how many of phase k's images phase k+1 keeps, and their Jaccard index."""
+        rows = []
+        for a, b in zip(self.records, self.records[1:]):
+            pa, pb = set(a["pool"].tolist()), set(b["pool"].tolist())
+            rows.append({"from_phase": a["phase"], "to_phase": b["phase"], "pool_from": len(pa), "pool_to": len(pb),
+                         "kept": len(pa & pb), "kept_fraction": len(pa & pb) / len(pa),
+                         "jaccard": len(pa & pb) / len(pa | pb)})
+        return pd.DataFrame(rows)
+
+    def teacher_agreement(self) -> pd.DataFrame:
+        """Per phase: Spearman correlation of snapshot and teacher scores (all images, and the mean
+        within classes), and the share of the snapshot's pool that the teacher's ranking would select
+        at the same per-class fraction."""
+        import numpy as np
+        import torch
+        from scipy.stats import spearmanr
+
+        from .sequencer import select_pool
+
+        teacher = torch.as_tensor(self.teacher_scores)
+        rows = []
+        for r in self.records:
+            s, y = r["scores"].numpy(), r["targets"].numpy()
+            within = [spearmanr(s[y == c], self.teacher_scores[y == c]).statistic for c in np.unique(y)]
+            teacher_pool = select_pool(teacher, r["targets"], r["fraction"], order=r["order"]
+                                       if r["order"] != "random" else "easy_first")
+            shared = len(set(r["pool"].tolist()) & set(teacher_pool.tolist()))
+            rows.append({"phase": r["phase"], "fraction": r["fraction"],
+                         "spearman_all": float(spearmanr(s, self.teacher_scores).statistic),
+                         "spearman_within_class": float(np.mean(within)),
+                         "pool_shared_with_teacher": shared / len(r["pool"])})
+        return pd.DataFrame(rows)
+
+    def extremes(self, phase_index: int = 0, per_class: int = 4) -> dict[str, Any]:
+        """Indices ``[classes, per_class]`` of the easiest and hardest images of each class in one
+        curriculum phase (position ``phase_index`` among the curriculum records), by snapshot score."""
+        import torch
+
+        r = self.records[phase_index]
+        easiest, hardest = [], []
+        for c in range(self.dataset.num_classes):
+            members = torch.nonzero(r["targets"] == c).flatten()
+            order = members[torch.sort(r["scores"][members], descending=True, stable=True).indices]
+            easiest.append(order[:per_class])
+            hardest.append(order.flip(0)[:per_class])
+        return {"phase": r["phase"], "easiest": torch.stack(easiest), "hardest": torch.stack(hardest)}
+
+
+def _mask(n: int, pool) -> Any:
+    import numpy as np
+
+    mask = np.zeros(n, dtype=bool)
+    mask[pool.numpy()] = True
+    return mask
+
+
+# -------------------------------------------------------------------------------------------- model zoo
+
+#: He et al. (2016), "Deep Residual Learning for Image Recognition", Table 6 (CIFAR-10, option-A
+#: shortcuts): parameters in millions as published (two significant digits).
+HE2016_PARAMS_M = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7}
+
+
+def count_macs(model, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one forward pass on one ``input_shape`` image: convolutions
+    (output elements x input channels per group x kernel area) and linear layers (in x out). Batch
+    norm, activations, pooling and additions are not counted (the usual convention of the CIFAR
+    distillation literature)."""
+    import torch
+    from torch import nn
+
+    total = 0
+
+    def conv_hook(module, _inputs, output):
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
+
+    def linear_hook(module, _inputs, output):
+        nonlocal total
+        total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def model_cost(name: str, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
+               **options: Any) -> dict[str, Any]:
+    """``{"params_m", "macs_m"}`` of model ``name`` (millions) for ``input_shape`` and ``num_classes``."""
+    from .models import count_parameters, create_model
+
+    model = create_model(name, num_classes, in_channels=int(input_shape[0]), **options)
+    return {"params_m": count_parameters(model) / 1e6, "macs_m": count_macs(model, input_shape) / 1e6}
+
+
+def model_zoo(names: Sequence[str] | None = None, input_shape: Sequence[int] = (3, 32, 32),
+              num_classes: int = 10) -> pd.DataFrame:
+    """Every model (default: the whole zoo) at CIFAR-10's shape, with He et al.'s published parameter
+    counts beside the ResNets built as they were (option-A shortcuts, ``shortcut="pad"``)."""
+    from .models import list_models
+
+    rows = []
+    for name in names or list_models():
+        row = {"model": name, **model_cost(name, input_shape, num_classes)}
+        if name in HE2016_PARAMS_M:
+            row["params_m_option_a"] = model_cost(name, input_shape, num_classes, shortcut="pad")["params_m"]
+            row["he2016_params_m"] = HE2016_PARAMS_M[name]
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,497 @@
+"""Tables and figures of the notebooks: mean ± std over seeds, published references, CSV/Markdown, plots.
+
+Conventions, stated in every table's caption:
+
+* accuracies are test top-1 (%) at the **last** epoch and at the **best** epoch, mean ± sample standard
+  deviation (n - 1) over seeds; ``seeds`` counts the runs; a single run shows its value alone;
+* ``reference`` is a published number for the same data set, teacher, student and method
+  (``kdrepro/reference/published.csv``, every row with its source), and ``Δ last - ref`` = our
+  last-epoch mean minus that number. The SLKD paper's own numbers were not transcribed: they show as
+  "not transcribed", never as a number.
+
+Tables are written as CSV (numbers at full precision) and Markdown (as displayed, two decimals); figures as
+PNG and SVG (with fixed SVG ids and no date, so an unchanged figure writes unchanged files).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .runs import mean_std
+
+REFERENCE_FILE = Path(__file__).resolve().parent / "reference" / "published.csv"
+NOT_TRANSCRIBED = "not transcribed"
+_NUMBER = r"[+-]?\d+(\.\d+)?( ± \d+(\.\d+)?)?|—"  # formatted numbers: right-aligned in Markdown
+_REFERENCE_COLUMNS = ("dataset", "teacher", "student", "method", "top1", "source", "url", "note")
+#: display names of the methods, in table order
+METHOD_NAMES = {"teacher": "teacher", "vanilla": "vanilla student", "kd": "KD", "fitnet": "FitNets", "at": "AT",
+                "slkd": "SLKD"}
+
+
+# ------------------------------------------------------------------------------------------- references
+
+
+def load_references(path: str | Path | None = None) -> pd.DataFrame:
+    """The published reference numbers: one row per (data set, teacher, student, method, source).
+
+    ``teacher``/``student`` ``*`` match any pair. ``top1`` is empty exactly when ``note`` says
+    "not transcribed". Raises ValueError naming the file and row for a malformed file.
+    """
+    path = Path(path) if path is not None else REFERENCE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"reference file {path} does not exist")
+    refs = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in _REFERENCE_COLUMNS if c not in refs.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {', '.join(_REFERENCE_COLUMNS)}")
+    for i, row in refs.iterrows():
+        where = f"{path}, row {i + 2}"
+        if not row["source"].strip():
+            raise ValueError(f"{where}: every reference needs a source")
+        if (row["top1"] == "") != (row["note"] == NOT_TRANSCRIBED):
+            raise ValueError(f"{where}: top1 must be empty exactly when note is {NOT_TRANSCRIBED!r}")
+    refs["top1"] = pd.to_numeric(refs["top1"].replace("", np.nan))
+    return refs
+
+
+def add_references(summary: pd.DataFrame, references: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``summary`` plus ``reference``, ``ref_source``, ``ref_note`` and ``diff`` (= ``last_mean`` - reference).
+
+    A row matches the first reference (in file order) with the same data set and method whose teacher
+    and student are equal or ``*``; unmatched rows get NaN and an empty source.
+    """
+    refs = load_references() if references is None else references
+    out = summary.copy()
+    values, sources, notes = [], [], []
+    for row in out.to_dict("records"):
+        match = refs[(refs["dataset"] == row["dataset"]) & (refs["method"] == row["method"])
+                     & refs["teacher"].isin([row["teacher"], "*"]) & refs["student"].isin([row["student"], "*"])]
+        first = match.iloc[0] if len(match) else None
+        values.append(first["top1"] if first is not None else math.nan)
+        sources.append(first["source"] if first is not None else "")
+        notes.append(first["note"] if first is not None else "")
+    out["reference"] = values
+    out["ref_source"] = sources
+    out["ref_note"] = notes
+    out["diff"] = out["last_mean"] - out["reference"]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- summaries
+
+
+def summarize(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Group a tidy run table by ``by`` (in order of first appearance) and summarise over seeds:
+    ``last_mean, last_std, best_mean, best_std, seeds, epochs, iterations`` (mean over the group)."""
+    missing = [c for c in list(by) + ["last_top1", "best_top1"] if c not in runs.columns]
+    if missing:
+        raise KeyError(f"runs table has no column(s) {missing}; it has {', '.join(runs.columns)}")
+    rows = []
+    for keys, group in runs.groupby(list(by), sort=False, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        last = mean_std(group["last_top1"])
+        best = mean_std(group["best_top1"])
+        row = dict(zip(by, keys))
+        row.update(last_mean=last[0], last_std=last[1], best_mean=best[0], best_std=best[1], seeds=last[2])
+        if "epochs" in group:
+            row["epochs"] = int(group["epochs"].iloc[0]) if group["epochs"].nunique() == 1 else "mixed"
+        if "iterations" in group:
+            row["iterations"] = float(group["iterations"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def paired_difference(runs: pd.DataFrame, a: str, b: str, by: Sequence[str] = ("dataset", "teacher", "student"),
+                      metric: str = "last_top1") -> pd.DataFrame:
+    """Per group, ``method a - method b`` paired by seed: mean ± sample std of the differences, how many
+    seeds ``a`` wins, and the iterations ratio ``a / b``."""
+    rows = []
+    for keys, group in runs.groupby(list(by), sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        ga = group[group["method"] == a].set_index("seed")
+        gb = group[group["method"] == b].set_index("seed")
+        seeds = [s for s in ga.index if s in gb.index]
+        if not seeds:
+            continue
+        diffs = [float(ga.at[s, metric]) - float(gb.at[s, metric]) for s in seeds]
+        m, sd, n = mean_std(diffs)
+        rows.append({**dict(zip(by, keys)), f"{a}_mean": float(ga.loc[seeds, metric].mean()),
+                     f"{b}_mean": float(gb.loc[seeds, metric].mean()), "diff_mean": m, "diff_std": sd,
+                     "wins": sum(d > 0 for d in diffs), "seeds": n,
+                     "iterations_ratio": float(ga.loc[seeds, "iterations"].mean() / gb.loc[seeds, "iterations"].mean())})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- formatting
+
+
+def fmt_mean_std(mean: float, std: float, n: int, digits: int = 2) -> str:
+    """``"92.37 ± 0.12"``; a single run shows its value alone; no runs show ``"—"``."""
+    if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _fmt_reference(value: float, note: str) -> str:
+    if note == NOT_TRANSCRIBED:
+        return NOT_TRANSCRIBED
+    return "—" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def format_summary(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """The display table: ``keys`` (``"pair"`` shows ``teacher -> student``), top-1 last and best
+    (mean ± std), seeds, epochs and, when :func:`add_references` was applied, the reference,
+    Δ last - ref and its source."""
+    out = pd.DataFrame({k: (summary["teacher"] + " -> " + summary["student"]) if k == "pair" else summary[k]
+                        for k in keys})
+    if "method" in out:
+        out["method"] = [METHOD_NAMES.get(m, m) for m in out["method"]]
+    out["top-1 last (%)"] = [fmt_mean_std(r.last_mean, r.last_std, r.seeds) for r in summary.itertuples()]
+    out["top-1 best (%)"] = [fmt_mean_std(r.best_mean, r.best_std, r.seeds) for r in summary.itertuples()]
+    out["seeds"] = summary["seeds"].astype(int)
+    if "epochs" in summary:
+        out["epochs"] = summary["epochs"]
+    if "reference" in summary:
+        out["reference"] = [_fmt_reference(r.reference, r.ref_note) for r in summary.itertuples()]
+        out["Δ last − ref"] = ["—" if math.isnan(d) else f"{d:+.2f}" for d in summary["diff"]]
+        out["source"] = summary["ref_source"].replace("", "—")
+    return out
+
+
+def format_paired(paired: pd.DataFrame, a: str = "slkd", b: str = "kd") -> pd.DataFrame:
+    """Display form of :func:`paired_difference`."""
+    name_a, name_b = METHOD_NAMES.get(a, a), METHOD_NAMES.get(b, b)
+    return pd.DataFrame({
+        "dataset": paired["dataset"], "pair": paired["teacher"] + " -> " + paired["student"],
+        f"{name_a} last (%)": [f"{v:.2f}" for v in paired[f"{a}_mean"]],
+        f"{name_b} last (%)": [f"{v:.2f}" for v in paired[f"{b}_mean"]],
+        f"{name_a} − {name_b} (paired)": [fmt_mean_std(m, sd, n) for m, sd, n in
+                                          zip(paired["diff_mean"], paired["diff_std"], paired["seeds"])],
+        f"seeds {name_a} wins": [f"{w}/{n}" for w, n in zip(paired["wins"], paired["seeds"])],
+        f"iterations {name_a}/{name_b}": [f"{v:.2f}" for v in paired["iterations_ratio"]],
+    })
+
+
+def format_ablations(summary: pd.DataFrame) -> pd.DataFrame:
+    """Display form of an ablation summary (by ``axis, variant, default``): Δ is each variant's
+    last-epoch mean minus that of the authors' setting (the ``default`` row of the same axis)."""
+    defaults = summary.loc[summary["default"].astype(bool), "last_mean"]
+    reference = defaults.iloc[0] if len(defaults) else math.nan  # every axis's default: the authors' SLKD
+    return pd.DataFrame({
+        "axis": summary["axis"], "variant": summary["variant"],
+        "authors' setting": ["yes" if d else "" for d in summary["default"]],
+        "top-1 last (%)": [fmt_mean_std(r.last_mean, r.last_std, r.seeds) for r in summary.itertuples()],
+        "top-1 best (%)": [fmt_mean_std(r.best_mean, r.best_std, r.seeds) for r in summary.itertuples()],
+        "seeds": summary["seeds"].astype(int),
+        "Δ last vs authors'": ["—" if d or math.isnan(reference) else f"{v - reference:+.2f}"
+                               for v, d in zip(summary["last_mean"], summary["default"])],
+    })
+
+
+def format_budgets(summary: pd.DataFrame) -> pd.DataFrame:
+    """Display form of a budget summary (by ``method, variant, epochs``) with each run's iterations
+    relative to KD's at the same budget."""
+    kd = summary[summary["method"] == "kd"].set_index("epochs")["iterations"]
+    return pd.DataFrame({
+        "method": [METHOD_NAMES.get(m, m) for m in summary["method"]], "epochs": summary["epochs"],
+        "iterations": [f"{v:.0f}" for v in summary["iterations"]],
+        "iterations / KD's": [f"{v / kd[e]:.2f}" if e in kd.index else "—"
+                              for v, e in zip(summary["iterations"], summary["epochs"])],
+        "top-1 last (%)": [fmt_mean_std(r.last_mean, r.last_std, r.seeds) for r in summary.itertuples()],
+        "top-1 best (%)": [fmt_mean_std(r.best_mean, r.best_std, r.seeds) for r in summary.itertuples()],
+        "seeds": summary["seeds"].astype(int),
+    })
+
+
+def timing_table(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Mean wall and training seconds and iterations per group (timings vary between machines and
+    runs: notebooks show this table in a cell whose output nbval does not compare)."""
+    g = runs.groupby(list(by), sort=False)
+    out = g[["wall_seconds", "train_seconds", "iterations"]].mean().reset_index()
+    out["runs"] = g.size().values
+    out["seconds / 1k iterations"] = 1000 * out["train_seconds"] / out["iterations"]
+    return round_table(out, 1)
+
+
+def round_table(table: pd.DataFrame, digits: int | dict[str, int] = 2) -> pd.DataFrame:
+    """Floats as fixed-decimal strings (``digits`` for all, or per column), NaN as ``"—"``."""
+    out = table.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            d = digits.get(col, 2) if isinstance(digits, dict) else digits
+            out[col] = ["—" if math.isnan(v) else f"{v:.{d}f}" for v in out[col]]
+    return out
+
+
+def dataset_table(datasets: dict[str, tuple[Any, Any]]) -> pd.DataFrame:
+    """One row per data set and split: images, classes, image shape, smallest and largest class."""
+    rows = []
+    for name, splits in datasets.items():
+        for split, ds in zip(("train", "test"), splits):
+            counts = np.bincount(ds.targets.numpy(), minlength=ds.num_classes)
+            rows.append({"dataset": name, "split": split, "images": len(ds), "classes": ds.num_classes,
+                         "image shape": "x".join(map(str, ds.image_shape)), "smallest class": int(counts.min()),
+                         "largest class": int(counts.max())})
+    return pd.DataFrame(rows)
+
+
+def class_counts(datasets: dict[str, tuple[Any, Any]], max_classes: int = 20) -> pd.DataFrame:
+    """Images per class and split, one column per data set and split (data sets of at most
+    ``max_classes`` classes; larger ones are summarised by :func:`dataset_table`)."""
+    columns = {}
+    for name, (train, test) in datasets.items():
+        if train.num_classes > max_classes:
+            continue
+        for split, ds in (("train", train), ("test", test)):
+            counts = np.bincount(ds.targets.numpy(), minlength=ds.num_classes)
+            columns[f"{name} {split}"] = pd.Series(counts, index=ds.classes)
+    out = pd.DataFrame(columns)
+    out.index.name = "class"
+    return out.reset_index()
+
+
+def format_zoo(zoo: pd.DataFrame) -> pd.DataFrame:
+    """Display form of :func:`kdrepro.experiments.model_zoo`."""
+    out = pd.DataFrame({"model": zoo["model"], "params (M)": [f"{v:.3f}" for v in zoo["params_m"]],
+                        "MACs (M)": [f"{v:.1f}" for v in zoo["macs_m"]]})
+    if "he2016_params_m" in zoo:
+        out["params (M), option-A shortcuts"] = ["" if math.isnan(v) else f"{v:.3f}" for v in zoo["params_m_option_a"]]
+        out["He et al. 2016 (M)"] = ["" if math.isnan(v) else f"{v:.2f}" for v in zoo["he2016_params_m"]]
+    return out
+
+
+def caption(what: str, references: bool = True) -> str:
+    """The standard caption: what the numbers are, last vs best epoch, seeds, and the Δ convention."""
+    text = (f"{what}. Test top-1 (%) at the last and at the best epoch, mean ± sample std over the seeds "
+            "counted in 'seeds' (one run: its value).")
+    if references:
+        text += (" 'reference': the published number for the same data set, teacher, student and method "
+                 "(source given); Δ = our last-epoch mean − reference; '—': none published for this setting.")
+    return text
+
+
+def show(table: pd.DataFrame, title: str | None = None) -> None:
+    """Display a title (Markdown) and a table in a notebook; print them elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        if title:
+            display(Markdown(title))
+        display(table)
+    else:
+        if title:
+            print(title)
+        print(table.to_string(index=False))
+
+
+def to_markdown(table: pd.DataFrame, title: str | None = None) -> str:
+    """A pipe table (GitHub Markdown); numbers right-aligned, text left-aligned; ``title`` above it."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "—" if math.isnan(v) else f"{v:.2f}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    header = [str(c) for c in table.columns]
+    def is_numeric(column: pd.Series) -> bool:
+        text = column.astype(str)
+        return pd.api.types.is_numeric_dtype(column) or (text.str.fullmatch(_NUMBER).all() and (text != "—").any())
+
+    numeric = [is_numeric(table[c]) for c in table.columns]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    text = "\n".join(lines) + "\n"
+    return f"{title}\n\n{text}" if title else text
+
+
+def write_table(table: pd.DataFrame, name: str, tables_dir: str | Path, data: pd.DataFrame | None = None,
+                title: str | None = None) -> None:
+    """Write ``<name>.md`` (``table`` as displayed, with ``title``) and ``<name>.csv`` (``data``: the
+    numbers at full precision, default ``table``) into ``tables_dir``. Returns nothing, so that a
+    notebook cell ending with it shows no output."""
+    out = Path(tables_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv = out / f"{name}.md", out / f"{name}.csv"
+    md.write_text(to_markdown(table, title))
+    (table if data is None else data).to_csv(csv, index=False)
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def save_figure(fig, name: str, figures_dir: str | Path) -> None:
+    """Save ``fig`` as ``<name>.png`` (150 dpi) and ``<name>.svg`` into ``figures_dir``. The figure stays
+    open, so a notebook still displays it; nothing is returned, so the cell shows only the figure."""
+    import matplotlib
+
+    out = Path(figures_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.svg"]
+    with matplotlib.rc_context({"svg.hashsalt": "kdrepro"}):
+        fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+        fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+
+
+def _image(dataset, index: int) -> np.ndarray:
+    x = dataset.images[int(index)].numpy()
+    return x[0] if x.shape[0] == 1 else np.transpose(x, (1, 2, 0))
+
+
+def _image_grid(ax, dataset, rows: Sequence[Sequence[int]], row_labels: Sequence[str]) -> None:
+    """Tile ``rows`` of image indices into one axes, one row per label."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    c, h, w = dataset.image_shape
+    background = 0 if c == 1 else 255  # white: greyscale is drawn with gray_r (0 = white)
+    canvas = np.full((n_rows * (h + 1), n_cols * (w + 1)) + (() if c == 1 else (c,)), background, dtype=np.uint8)
+    for i, row in enumerate(rows):
+        for j, idx in enumerate(row):
+            canvas[i * (h + 1):i * (h + 1) + h, j * (w + 1):j * (w + 1) + w] = _image(dataset, idx)
+    ax.imshow(canvas, cmap="gray_r" if c == 1 else None, interpolation="nearest")
+    ax.set_yticks([i * (h + 1) + h / 2 for i in range(n_rows)], list(row_labels))
+    ax.set_xticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def plot_samples(dataset, per_class: int = 8, max_classes: int = 10, seed: int = 0):
+    """A grid of ``per_class`` random training images for each of the first ``max_classes`` classes."""
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    targets = dataset.targets.numpy()
+    classes = list(range(min(dataset.num_classes, max_classes)))
+    rows = [rng.choice(np.flatnonzero(targets == c), size=min(per_class, int((targets == c).sum())), replace=False)
+            for c in classes]
+    fig, ax = plt.subplots(figsize=(0.5 * per_class + 1.5, 0.5 * len(classes) + 0.5))
+    _image_grid(ax, dataset, rows, [dataset.classes[c] for c in classes])
+    ax.set_title(f"{dataset.name}: {per_class} training images per class")
+    return fig
+
+
+def plot_methods(summary: pd.DataFrame, methods: Sequence[str] = tuple(METHOD_NAMES)):
+    """Last-epoch top-1 per method (mean, error bar ± std), one group per data set and pair."""
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(zip(summary["dataset"], summary["teacher"], summary["student"])))
+    present = [m for m in methods if m in set(summary["method"])]
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.6 * len(groups) + 1.5), 3.2))
+    width = 0.7 / max(1, len(present))
+    for k, method in enumerate(present):
+        sub = summary[summary["method"] == method].set_index(["dataset", "teacher", "student"])
+        xs = [i + (k - (len(present) - 1) / 2) * width for i, g in enumerate(groups) if g in sub.index]
+        ys = [sub.loc[g, "last_mean"] for g in groups if g in sub.index]
+        es = [sub.loc[g, "last_std"] for g in groups if g in sub.index]
+        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=METHOD_NAMES.get(method, method))
+    ax.set_xticks(range(len(groups)), [f"{d}\n{t} -> {s}" for d, t, s in groups])
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_ylabel("test top-1 (%), last epoch")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_ablations(summary: pd.DataFrame):
+    """One panel per ablation axis: last-epoch top-1 of each variant (mean, error bar ± std); the authors'
+    setting in orange, KD without curriculum as a dashed line. Each panel has its own scale."""
+    import matplotlib.pyplot as plt
+
+    axes_names = [a for a in dict.fromkeys(summary["axis"]) if a != "reference"]
+    kd = summary[summary["axis"] == "reference"]
+    fig, axes = plt.subplots(1, len(axes_names), figsize=(3.2 * len(axes_names), 2.8), squeeze=False)
+    for ax, axis in zip(axes[0], axes_names):
+        sub = summary[summary["axis"] == axis].reset_index(drop=True)
+        for i, row in sub.iterrows():
+            ax.errorbar(row["last_mean"], i, xerr=row["last_std"], fmt="o", capsize=3,
+                        color="tab:orange" if row["default"] else "tab:blue")
+        ax.set_yticks(range(len(sub)), list(sub["variant"]))
+        ax.set_ylim(len(sub) - 0.5, -0.5)
+        if len(kd):
+            ax.axvline(kd["last_mean"].iloc[0], color="k", ls="--", lw=1, label="KD")
+        ax.set_title(axis)
+        ax.set_xlabel("top-1 (%), last epoch")
+        ax.grid(axis="x", alpha=0.3)
+    if len(kd):
+        axes[0][0].legend(fontsize="small", loc="best")
+    fig.suptitle("SLKD ablations (orange: the authors' setting)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_efficiency(curves: pd.DataFrame):
+    """Test top-1 against training iterations and against wall time, one line per run (method by colour,
+    budget by line style)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
+    colours = {"kd": "tab:blue", "slkd": "tab:orange"}
+    styles = ["-", "--", ":", "-."]
+    budgets = list(dict.fromkeys(curves["variant"]))
+    for (method, variant, seed), run in curves.groupby(["method", "variant", "seed"], sort=False):
+        first = seed == curves[(curves["method"] == method) & (curves["variant"] == variant)]["seed"].iloc[0]
+        kw = dict(color=colours.get(method), ls=styles[budgets.index(variant) % len(styles)], lw=1.2,
+                  label=f"{METHOD_NAMES.get(method, method)}, {variant}" if first else None)
+        axes[0].plot(run["iterations"], run["test_top1"], **kw)
+        axes[1].plot(run["wall_seconds"], run["test_top1"], **kw)
+    axes[0].set_xlabel("training iterations (optimizer steps)")
+    axes[1].set_xlabel("wall time (s)")
+    axes[0].set_ylabel("test top-1 (%)")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_extremes(anatomy, per_class: int = 4, phase_index: int = 0, max_classes: int = 10):
+    """The easiest and the hardest images of each class as one curriculum phase's snapshot ranked them."""
+    import matplotlib.pyplot as plt
+
+    ext = anatomy.extremes(phase_index, per_class)
+    ds = anatomy.dataset
+    classes = list(range(min(ds.num_classes, max_classes)))
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.5 * per_class + 1.2), 0.5 * len(classes) + 0.8))
+    for ax, key in zip(axes, ("easiest", "hardest")):
+        _image_grid(ax, ds, [ext[key][c].tolist() for c in classes], [ds.classes[c] for c in classes])
+        ax.set_title(f"{key} (phase {ext['phase']} snapshot)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_distributions(anatomy, bins: int = 30):
+    """Per curriculum phase: the histogram of snapshot scores, the selected pool stacked on the rest."""
+    import matplotlib.pyplot as plt
+
+    scores = anatomy.scores()
+    phases = list(dict.fromkeys(scores["phase"]))
+    fig, axes = plt.subplots(1, len(phases), figsize=(2.6 * len(phases), 2.6), squeeze=False)
+    for ax, phase in zip(axes[0], phases):
+        sub = scores[scores["phase"] == phase]
+        edges = np.histogram_bin_edges(sub["score"], bins=bins)
+        ax.hist([sub.loc[sub["in_pool"], "score"], sub.loc[~sub["in_pool"], "score"]], bins=edges, stacked=True,
+                color=["tab:orange", "tab:gray"], label=["in pool", "left out"])
+        ax.set_title(f"phase {phase}")
+        ax.set_xlabel(f"snapshot score ({anatomy.records[0]['score']})")
+    axes[0][0].set_ylabel("training images")
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_teacher_agreement(anatomy):
+    """Snapshot score against teacher score for every training image, first and last curriculum phase."""
+    import matplotlib.pyplot as plt
+
+    picks = [anatomy.records[0], anatomy.records[-1]] if len(anatomy.records) > 1 else anatomy.records
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.6 * len(picks), 3.2), squeeze=False)
+    for ax, r in zip(axes[0], picks):
+        ax.scatter(anatomy.teacher_scores, r["scores"].numpy(), s=3, alpha=0.4, c=r["targets"].numpy(), cmap="tab10")
+        ax.set_title(f"phase {r['phase']}")
+        ax.set_xlabel(f"teacher score ({anatomy.teacher_score})")
+        ax.set_ylabel(f"snapshot score ({r['score']})")
+    fig.tight_layout()
+    return fig

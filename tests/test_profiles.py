@@ -1,0 +1,172 @@
+"""Profiles: every bundled profile loads and expands into valid run configs; bad profiles fail clearly.
+Also the notebooks' structure and the papermill driver's argument handling (no kernel is started)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import kdrepro  # noqa: F401  (the torchvision guard, before anything imports torchvision)
+from kdrepro import experiments, reproduce
+from kdrepro.config import RunConfig
+from kdrepro.experiments import Experiment, ProfileError
+
+BUNDLED = ("cpu", "demo", "paper", "smoke")
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def test_bundled_profiles_are_listed():
+    assert experiments.list_profiles() == sorted(BUNDLED)
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_every_profile_expands_into_valid_run_configs(name):
+    exp = Experiment(name, results_dir="unused")
+    profile = exp.profile
+    assert profile.name == name and profile.description and profile.hardware and profile.expected_time
+    for study in experiments.STUDIES:
+        planned = exp.plan(study)
+        assert planned, f"{name}/{study} plans no runs"
+        for p in planned:
+            assert isinstance(p.config, RunConfig)
+            again = RunConfig.from_dict(p.config.to_dict()).resolved()  # must not raise
+            assert again.run_id == p.config.run_id
+            assert p.config.dataset in profile.datasets
+            for key, value in profile.base.items():
+                if key != "epochs" or study != "budgets":
+                    assert getattr(p.config, key) == (tuple(value) if isinstance(value, list) else value), key
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_students_distil_from_the_teacher_run_of_the_tables(name):
+    exp = Experiment(name, results_dir="unused")
+    teachers = {(p.labels["dataset"], p.labels["teacher"]): p.config.run_id
+                for p in exp.plan("main") if p.labels["method"] == "teacher"}
+    for study in ("kd_baselines", "main", "ablations", "budgets"):
+        for p in exp.plan(study):
+            if p.config.method != "ce":
+                assert p.config.teacher_config().run_id == teachers[p.labels["dataset"], p.labels["teacher"]]
+                assert p.config.teacher_config().seed == 0
+
+
+def test_plans_cover_seeds_pairs_and_ablation_defaults():
+    exp = Experiment("paper", results_dir="unused")
+    main = exp.plan("main")
+    students = [p for p in main if p.labels["method"] != "teacher"]
+    assert len(students) == 4 * 2 * 3 * 3  # data sets x pairs x seeds x (vanilla, kd, slkd)
+    assert {p.config.epochs for p in main} == {300}
+    ablations = exp.plan("ablations")
+    for axis in exp.profile.ablations:
+        defaults = {p.labels["variant"] for p in ablations if p.labels["axis"] == axis and p.labels["default"]}
+        assert len(defaults) == 1, axis  # exactly one variant of each axis is the authors' setting
+    off = [p.config for p in ablations if p.labels["axis"] == "mse" and p.labels["variant"] == "off"]
+    assert off and all(c.mse_weight == 0.0 for c in off)
+    budgets = exp.plan("budgets")
+    assert sorted({p.config.epochs for p in budgets}) == [100, 200, 300]
+    assert {p.config.teacher_config().epochs for p in budgets} == {300}  # the budget is the student's only
+
+
+def test_smoke_profile_is_deterministic_for_nbval():
+    base = experiments.load_profile("smoke").base
+    assert base["num_threads"] == 1 and base["progress"] is False
+
+
+def test_seeds_parameter_replaces_the_profiles_seeds():
+    exp = Experiment("demo", results_dir="unused", seeds=[7])
+    assert {p.config.seed for p in exp.plan("main") if p.labels["method"] != "teacher"} == {7}
+    assert {p.config.seed for p in exp.plan("ablations")} == {7}
+    with pytest.raises(ProfileError, match="seeds must be"):
+        Experiment("demo", seeds=3)
+
+
+def test_runtime_parameters_reach_every_run_but_not_the_run_id():
+    a = Experiment("smoke", results_dir="unused")
+    b = Experiment("smoke", results_dir="unused", device="cpu", data_root="/somewhere")
+    for pa, pb in zip(a.plan("main"), b.plan("main")):
+        assert pb.config.device == "cpu" and pb.config.data_root == "/somewhere"
+        assert pa.config.run_id == pb.config.run_id
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_profile_name_lists_the_available_ones():
+    with pytest.raises(ProfileError, match=r"unknown profile 'nope'; available: cpu, demo, paper, smoke"):
+        experiments.load_profile("nope")
+
+
+def _write(tmp_path, **changes):
+    data = yaml.safe_load((experiments.PROFILE_DIR / "smoke.yaml").read_text())
+    data.update(changes)
+    data = {k: v for k, v in data.items() if v is not None}
+    path = tmp_path / f"{data.get('name', 'x')}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"colour": "red"}, r"unknown key\(s\) \['colour'\]"),
+    ({"seeds": None}, r"missing required key\(s\) \['seeds'\]"),
+    ({"seeds": [0, "1"]}, "seeds must be a non-empty list of integers"),
+    ({"datasets": ["mnist"]}, "datasets: 'mnist' is not a data set"),
+    ({"base": {"epochz": 3}}, r"base: unknown run-config key\(s\) \['epochz'\]"),
+    ({"base": {"method": "kd"}}, r"base: \['method'\] may not be set here"),
+    ({"base": {"device": "cuda"}}, r"base: \['device'\] may not be set here"),
+    ({"pairs": [{"teacher": {"model": "resnet999"}, "student": "resnet8"}]}, "'resnet999' is not a model"),
+    ({"pairs": [{"teacher": {"epochs": 3}, "student": "resnet8"}]}, "at least 'model'"),
+    ({"ablations": {"colour": ["red"]}}, "unknown axis 'colour'"),
+    ({"ablations": {"score": ["loudness"]}}, "ablations.score: 'loudness' is not a variant"),
+    ({"kd_baselines": {"fitnet": {"model": "resnet8"}}}, r"kd_baselines.fitnet: key\(s\) \['model'\]"),
+    ({"name": "other"}, "name 'other' must equal the file name"),
+])
+def test_bad_profiles_name_the_problem(tmp_path, changes, message):
+    path = _write(tmp_path, **changes)
+    if "name" in changes:
+        path = path.rename(tmp_path / "smoke.yaml")
+    with pytest.raises(ProfileError, match=message) as err:
+        experiments.load_profile(path)
+    assert str(path.name) in str(err.value)
+
+
+def test_a_budget_too_short_for_the_slkd_schedule_fails_at_planning(tmp_path):
+    exp = Experiment(experiments.load_profile(_write(tmp_path, budgets=[3])), results_dir="unused")
+    with pytest.raises(ProfileError, match=r"profile 'smoke', study 'budgets': schedule: .*epochs=3"):
+        exp.plan("budgets")
+    with pytest.raises(ValueError, match="unknown study 'everything'"):
+        exp.plan("everything")
+
+
+# ---------------------------------------------------------------------------------- notebooks and driver
+
+
+def test_every_notebook_has_one_parameters_cell_with_the_smoke_defaults():
+    books = reproduce.find_notebooks(NOTEBOOKS)
+    assert [b.stem[:2] for b in books] == ["00", "01", "02", "03", "04", "05", "06"]
+    for book in books:
+        cells = json.loads(book.read_text())["cells"]
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, book.name
+        assert reproduce.notebook_defaults(book) == {"profile": "smoke", "results_dir": "../results",
+                                                     "data_root": None, "seeds": None, "device": "auto"}
+
+
+def test_notebook_selection(tmp_path):
+    for name in ("00_a", "01_b", "010_c"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    assert [p.stem for p in reproduce.find_notebooks(tmp_path, "00")] == ["00_a"]
+    assert [p.stem for p in reproduce.find_notebooks(tmp_path, "01_b")] == ["01_b"]
+    with pytest.raises(reproduce.ReproduceError, match=r"'01' is ambiguous \(010_c, 01_b\)"):
+        reproduce.find_notebooks(tmp_path, "01")
+    with pytest.raises(reproduce.ReproduceError, match=r"'9' matches no notebook; available: 00_a, 010_c, 01_b"):
+        reproduce.find_notebooks(tmp_path, "9")
+    with pytest.raises(reproduce.ReproduceError, match="no notebooks"):
+        reproduce.find_notebooks(tmp_path / "empty")
+
+
+def test_store_in_place_refuses_other_parameters(capsys):
+    assert reproduce.main(["--profile", "demo", "--store-in-place", "--notebooks-dir", str(NOTEBOOKS)]) == 1
+    assert "--store-in-place" in capsys.readouterr().err
+    assert reproduce.main(["--profile", "nope"]) == 1
+    assert "unknown profile 'nope'" in capsys.readouterr().err

@@ -1,0 +1,236 @@
+"""Tables of the notebooks: mean ± std, references, differences, writers, anatomy tables, cost counts."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import kdrepro  # noqa: F401  (the torchvision guard, before anything imports torchvision)
+from kdrepro import experiments, report
+
+
+def _runs(rows):
+    cols = ["dataset", "teacher", "student", "method", "seed", "last_top1", "best_top1", "epochs", "iterations"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ---------------------------------------------------------------------------------------------- mean ± std
+
+
+def test_summarize_mean_and_sample_std_by_hand():
+    runs = _runs([("d", "t", "s", "kd", 0, 90.0, 91.0, 5, 100), ("d", "t", "s", "kd", 1, 92.0, 93.0, 5, 100),
+                  ("d", "t", "s", "kd", 2, 97.0, 97.5, 5, 100), ("d", "t", "s", "ce", 0, 80.0, 81.0, 5, 100)])
+    summary = report.summarize(runs, ["dataset", "teacher", "student", "method"])
+    assert list(summary["method"]) == ["kd", "ce"]  # order of first appearance
+    kd = summary.iloc[0]
+    # hand computation: mean 93, deviations -3, -1, 4 -> sample variance (9 + 1 + 16) / 2 = 13
+    assert kd["last_mean"] == pytest.approx(93.0, abs=1e-12)
+    assert kd["last_std"] == pytest.approx(math.sqrt(13.0), abs=1e-12)
+    best_mean = (91.0 + 93.0 + 97.5) / 3
+    best_var = sum((v - best_mean) ** 2 for v in (91.0, 93.0, 97.5)) / 2
+    assert kd["best_std"] == pytest.approx(math.sqrt(best_var), abs=1e-12)
+    assert kd["seeds"] == 3
+    single = summary.iloc[1]
+    assert single["seeds"] == 1 and single["last_std"] == 0.0
+
+
+def test_format_mean_std():
+    assert report.fmt_mean_std(93.0, math.sqrt(13.0), 3) == "93.00 ± 3.61"
+    assert report.fmt_mean_std(80.0, 0.0, 1) == "80.00"  # one run: its value, no spread
+    assert report.fmt_mean_std(math.nan, math.nan, 0) == "—"
+
+
+def test_summarize_names_missing_columns():
+    with pytest.raises(KeyError, match="no column"):
+        report.summarize(pd.DataFrame({"method": ["kd"]}), ["method"])
+
+
+def test_paired_difference_by_hand():
+    runs = _runs([("d", "t", "s", "slkd", 0, 91.0, 91.0, 5, 75), ("d", "t", "s", "slkd", 1, 90.0, 90.0, 5, 75),
+                  ("d", "t", "s", "kd", 0, 90.0, 90.0, 5, 100), ("d", "t", "s", "kd", 1, 92.0, 92.0, 5, 100)])
+    paired = report.paired_difference(runs, "slkd", "kd").iloc[0]
+    # per-seed differences +1 and -2: mean -0.5, sample std sqrt(((1.5)^2 + (1.5)^2) / 1)
+    assert paired["diff_mean"] == pytest.approx(-0.5)
+    assert paired["diff_std"] == pytest.approx(math.sqrt(4.5))
+    assert paired["wins"] == 1 and paired["seeds"] == 2
+    assert paired["iterations_ratio"] == pytest.approx(0.75)
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+
+def test_reference_file_has_a_source_for_every_row_and_no_slkd_paper_numbers():
+    refs = report.load_references()
+    assert len(refs) > 0
+    assert (refs["source"].str.strip() != "").all()
+    assert (refs["url"].str.startswith("https://")).all()
+    slkd_paper = refs[refs["source"].str.contains("2106.10885") | (refs["method"] == "slkd")]
+    assert len(slkd_paper) >= 4  # CIFAR-10, CIFAR-100, SVHN, CINIC-10
+    assert slkd_paper["top1"].isna().all()
+    assert (slkd_paper["note"] == report.NOT_TRANSCRIBED).all()
+    assert refs.loc[refs["top1"].isna(), "note"].eq(report.NOT_TRANSCRIBED).all()
+
+
+@pytest.mark.parametrize("dataset, teacher, student, method, value, source", [
+    # the numbers quoted in the issue, with their sources
+    ("cifar10", "resnet110", "resnet20", "vanilla", 92.37, "Knowledge-Distillation-Zoo"),
+    ("cifar10", "resnet110", "resnet20", "teacher", 93.86, "Knowledge-Distillation-Zoo"),
+    ("cifar10", "resnet110", "resnet20", "kd", 92.82, "Knowledge-Distillation-Zoo"),
+    ("cifar100", "resnet110", "resnet20", "vanilla", 68.92, "Knowledge-Distillation-Zoo"),
+    ("cifar100", "resnet110", "resnet20", "teacher", 73.15, "Knowledge-Distillation-Zoo"),
+    ("cifar100", "resnet110", "resnet20", "kd", 70.06, "Knowledge-Distillation-Zoo"),
+    ("cifar100", "resnet56", "resnet20", "teacher", 72.34, "RepDistiller"),
+    ("cifar100", "resnet56", "resnet20", "vanilla", 69.06, "RepDistiller"),
+    ("cifar100", "resnet56", "resnet20", "kd", 70.66, "RepDistiller"),
+])
+def test_reference_numbers_of_the_issue(dataset, teacher, student, method, value, source):
+    summary = pd.DataFrame([dict(dataset=dataset, teacher=teacher, student=student, method=method,
+                                 last_mean=value + 0.5)])
+    out = report.add_references(summary).iloc[0]
+    assert out["reference"] == pytest.approx(value)
+    assert source in out["ref_source"]
+    assert out["diff"] == pytest.approx(0.5)  # ours - reference
+
+
+def test_difference_column_is_ours_minus_reference_and_unknowns_stay_empty():
+    summary = pd.DataFrame([
+        dict(dataset="cifar100", teacher="resnet56", student="resnet20", method="kd", last_mean=71.0,
+             last_std=0.2, best_mean=71.5, best_std=0.1, seeds=3, epochs=300),
+        dict(dataset="cifar100", teacher="resnet56", student="resnet20", method="slkd", last_mean=72.0,
+             last_std=0.3, best_mean=72.2, best_std=0.2, seeds=3, epochs=300),
+        dict(dataset="digits", teacher="resnet14", student="resnet8", method="kd", last_mean=95.0,
+             last_std=0.0, best_mean=95.0, best_std=0.0, seeds=1, epochs=7),
+    ])
+    out = report.add_references(summary)
+    assert out.loc[0, "diff"] == pytest.approx(71.0 - 70.66)
+    assert math.isnan(out.loc[1, "reference"]) and out.loc[1, "ref_note"] == report.NOT_TRANSCRIBED
+    assert math.isnan(out.loc[2, "reference"]) and out.loc[2, "ref_source"] == ""
+    table = report.format_summary(out, ["dataset", "pair", "method"])
+    assert list(table["pair"]) == ["resnet56 -> resnet20"] * 2 + ["resnet14 -> resnet8"]
+    assert list(table["reference"]) == ["70.66", report.NOT_TRANSCRIBED, "—"]
+    assert list(table["Δ last − ref"]) == ["+0.34", "—", "—"]
+    assert list(table["top-1 last (%)"]) == ["71.00 ± 0.20", "72.00 ± 0.30", "95.00"]
+    assert list(table["method"]) == ["KD", "SLKD", "KD"]
+
+
+def test_malformed_reference_files_are_named(tmp_path):
+    header = "dataset,teacher,student,method,top1,source,url,note\n"
+    path = tmp_path / "refs.csv"
+    path.write_text(header + "cifar10,a,b,kd,90.0,,https://x,\n")
+    with pytest.raises(ValueError, match=r"refs.csv, row 2: every reference needs a source"):
+        report.load_references(path)
+    path.write_text(header + "cifar10,*,*,slkd,91.0,paper,https://x,not transcribed\n")
+    with pytest.raises(ValueError, match="row 2: top1 must be empty exactly when"):
+        report.load_references(path)
+    path.write_text("dataset,top1\ncifar10,1\n")
+    with pytest.raises(ValueError, match="missing column"):
+        report.load_references(path)
+    with pytest.raises(FileNotFoundError, match="nothere.csv"):
+        report.load_references(tmp_path / "nothere.csv")
+
+
+# --------------------------------------------------------------------------------------------- ablations
+
+
+def test_ablation_delta_is_against_the_authors_setting():
+    summary = pd.DataFrame([
+        dict(axis="reference", variant="kd", default=False, last_mean=90.0, last_std=0.0, best_mean=90.0,
+             best_std=0.0, seeds=1),
+        dict(axis="score", variant="max_logit", default=True, last_mean=91.0, last_std=0.0, best_mean=91.0,
+             best_std=0.0, seeds=1),
+        dict(axis="score", variant="margin", default=False, last_mean=92.5, last_std=0.0, best_mean=92.5,
+             best_std=0.0, seeds=1),
+    ])
+    table = report.format_ablations(summary)
+    assert list(table["Δ last vs authors'"]) == ["-1.00", "—", "+1.50"]
+    assert list(table["authors' setting"]) == ["", "yes", ""]
+
+
+# ----------------------------------------------------------------------------------------------- writers
+
+
+def test_markdown_and_csv_writers(tmp_path):
+    table = pd.DataFrame({"method": ["KD", "a|b"], "top-1": ["93.00 ± 3.61", "—"], "n": [3, 1]})
+    data = pd.DataFrame({"method": ["kd", "x"], "last_mean": [93.0, math.nan]})
+    report.write_table(table, "t", tmp_path / "tables", data=data, title="**Title**")
+    csv, md = tmp_path / "tables" / "t.csv", tmp_path / "tables" / "t.md"
+    lines = md.read_text().splitlines()
+    assert lines[0] == "**Title**"
+    assert lines[2] == "| method | top-1 | n |"
+    assert lines[3] == "|:---|---:|---:|"  # text left, numbers (formatted or not) right
+    assert lines[4] == "| KD | 93.00 ± 3.61 | 3 |"
+    assert lines[5] == "| a\\|b | — | 1 |"
+    back = pd.read_csv(csv)
+    assert list(back.columns) == ["method", "last_mean"] and back.loc[0, "last_mean"] == 93.0
+
+
+def test_save_figure_writes_png_and_svg(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    report.save_figure(fig, "line", tmp_path)
+    plt.close(fig)
+    paths = [tmp_path / "line.png", tmp_path / "line.svg"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = paths[1].read_text()
+    assert "<svg" in svg and "<dc:date>" not in svg  # no timestamp: unchanged figures write unchanged files
+
+
+# --------------------------------------------------------------------------------------- curriculum tables
+
+
+def _record(phase, scores, targets, pool, fraction):
+    return {"phase": phase, "start_epoch": phase, "end_epoch": phase + 1, "fraction": fraction,
+            "score": "max_logit", "order": "easy_first", "scores": torch.tensor(scores),
+            "targets": torch.tensor(targets), "pool": torch.tensor(pool), "snapshot_test_top1": 50.0}
+
+
+def test_anatomy_overlap_and_teacher_agreement_by_hand():
+    targets = [0, 0, 0, 0, 1, 1, 1, 1]
+    records = [_record(1, [4., 3., 2., 1., 4., 3., 2., 1.], targets, [0, 1, 4, 5], 0.5),
+               _record(2, [1., 2., 3., 4., 4., 3., 2., 1.], targets, [2, 3, 4, 5], 0.5)]
+    teacher = torch.tensor([4., 3., 2., 1., 1., 2., 3., 4.]).numpy()
+    anatomy = experiments.CurriculumAnatomy(None, None, records, teacher, "max_logit")
+    overlap = anatomy.overlap().iloc[0]
+    # pools {0,1,4,5} -> {2,3,4,5}: 2 kept of 4; Jaccard 2 / 6
+    assert overlap["kept"] == 2 and overlap["kept_fraction"] == pytest.approx(0.5)
+    assert overlap["jaccard"] == pytest.approx(2 / 6)
+    agreement = anatomy.teacher_agreement()
+    # phase 1: class 0 ranks agree (rho 1), class 1 reversed (rho -1); the teacher's pool is {0,1,6,7}
+    assert agreement.loc[0, "spearman_within_class"] == pytest.approx(0.0)
+    assert agreement.loc[0, "pool_shared_with_teacher"] == pytest.approx(0.5)
+    # phase 2: both classes reversed
+    assert agreement.loc[1, "spearman_within_class"] == pytest.approx(-1.0)
+    assert agreement.loc[1, "pool_shared_with_teacher"] == pytest.approx(0.0)
+    phases = anatomy.phases()
+    assert list(phases["pool"]) == [4, 4] and phases.loc[0, "score_mean"] == pytest.approx(2.5)
+
+
+# ------------------------------------------------------------------------------------------ model costs
+
+
+def test_count_macs_by_hand():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    # conv: 2 x 4 x 4 outputs x (1 input channel x 3 x 3) = 288; linear: 32 x 3 = 96
+    assert experiments.count_macs(model, (1, 4, 4)) == 288 + 96
+    grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+    assert experiments.count_macs(grouped, (4, 5, 5)) == 4 * 5 * 5 * 2 * 9
+
+
+def test_resnet20_option_a_matches_he_et_al():
+    # He et al. (2016), Table 6: ResNet-20 has 0.27 M parameters (CIFAR-10, option-A shortcuts)
+    cost = experiments.model_cost("resnet20", (3, 32, 32), 10, shortcut="pad")
+    assert abs(cost["params_m"] - 0.27) < 0.005
+    # 3x3 convolutions at 32x32 (16 ch), 16x16 (32 ch), 8x8 (64 ch), 6 layers each, plus stem and classifier:
+    # stem 32*32*16*3*9; stage 1: 6 * 32*32*16*16*9; stage 2: 16*16*32*16*9 + 5 * 16*16*32*32*9;
+    # stage 3: 8*8*64*32*9 + 5 * 8*8*64*64*9; classifier 64*10
+    by_hand = (32 * 32 * 16 * 27 + 6 * 32 * 32 * 16 * 16 * 9 + 16 * 16 * 32 * 16 * 9 + 5 * 16 * 16 * 32 * 32 * 9
+               + 8 * 8 * 64 * 32 * 9 + 5 * 8 * 8 * 64 * 64 * 9 + 64 * 10)
+    assert cost["macs_m"] * 1e6 == pytest.approx(by_hand)
