@@ -16,6 +16,9 @@ Nesterov momentum) in two ways:
   from :meth:`~kdrepro.engine.Trainer.train_epoch`. Several runtime variants are timed (channels-last on
   and off, and the live teacher instead of the cache); the config defaults give the headline figure.
 
+The timed steps run in ``--rounds`` rounds in which the loops take turns, so a machine whose load changes
+while the benchmark runs (other jobs) affects all of them alike.
+
 The cache is built for ``--cache-images`` images only (a resnet110 pass over 162 views of 5,085 images
 takes tens of minutes on a CPU) and its cost is extrapolated linearly per image to the whole data set and
 to full CIFAR-10; kdrepro then trains on those cached images (throughput does not depend on which images).
@@ -35,11 +38,10 @@ import math
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -153,176 +155,210 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@dataclass
-class ReferenceResult:
-    step_seconds: float         # timed steps, training only
-    teacher_seconds: float      # of which the live teacher forward
-    ranking_pass_seconds: float  # one ranking pass over the whole training set
-    ranking_charged_seconds: float  # the share charged to the timed steps
-    images: int
+class ReferenceLoop:
+    """KD steps the authors' way (see the module docstring). The DataLoader iterator lives across calls of
+    :meth:`run`; its workers keep the prefetch queue full, as they do in an uninterrupted loop."""
 
-    @property
-    def total_seconds(self) -> float:
-        return self.step_seconds + self.ranking_charged_seconds
+    def __init__(self, data: Data, teacher: torch.nn.Module, student: torch.nn.Module, device: torch.device,
+                 args: argparse.Namespace):
+        train_tf, test_tf = authors_transforms()
+        pin = device.type == "cuda"
+        loader = torch.utils.data.DataLoader(PILImages(data, train_tf), batch_size=args.batch_size, shuffle=True,
+                                             num_workers=args.workers, pin_memory=pin)
+        self.rank_loader = torch.utils.data.DataLoader(PILImages(data, test_tf), batch_size=args.batch_size,
+                                                       shuffle=True, num_workers=args.workers, pin_memory=pin)
+        self.batches = cycle_epochs(loader)
+        self.steps_per_epoch = math.ceil(len(data.targets) / args.batch_size)
+        self.device = device
+        self.teacher, self.student = teacher.to(device).eval(), student.to(device).train()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.SGD(self.student.parameters(), lr=RECIPE["lr"], momentum=RECIPE["momentum"],
+                                   nesterov=True, weight_decay=RECIPE["weight_decay"])
+        self.round_seconds: list[float] = []
+        self.teacher_seconds = 0.0
+        self.images = 0
 
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.total_seconds
-
-    @property
-    def teacher_seconds_per_image(self) -> float:
-        return self.teacher_seconds / self.images
-
-
-def ranking_pass(student: torch.nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> None:
-    """The authors' ``sort_training_data``: a frozen copy of the student scores every image (max logit)
-    through the test transform, and the scores are sorted in descending order within each class."""
-    snapshot = copy.deepcopy(student).eval()
-    scores, labels = [], []
-    with torch.no_grad():
-        for x, y in loader:
-            scores.append(snapshot(x.to(device, non_blocking=True)).max(dim=1).values.cpu())
-            labels.append(y)
-    scores_all, labels_all = torch.cat(scores), torch.cat(labels)
-    for c in range(NUM_CLASSES):
-        torch.sort(scores_all[labels_all == c], descending=True)
-
-
-def run_reference(data: Data, teacher: torch.nn.Module, student: torch.nn.Module, device: torch.device,
-                  args: argparse.Namespace) -> ReferenceResult:
-    """KD steps the authors' way; see the module docstring."""
-    train_tf, test_tf = authors_transforms()
-    pin = device.type == "cuda"
-    loader = torch.utils.data.DataLoader(PILImages(data, train_tf), batch_size=args.batch_size, shuffle=True,
-                                         num_workers=args.workers, pin_memory=pin)
-    rank_loader = torch.utils.data.DataLoader(PILImages(data, test_tf), batch_size=args.batch_size, shuffle=True,
-                                              num_workers=args.workers, pin_memory=pin)
-    cudnn_benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = device.type == "cuda"  # as train_slkd.py sets it
-    teacher, student = teacher.to(device).eval(), student.to(device).train()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.SGD(student.parameters(), lr=RECIPE["lr"], momentum=RECIPE["momentum"], nesterov=True,
-                          weight_decay=RECIPE["weight_decay"])
-    temperature, kd_weight = RECIPE["temperature"], RECIPE["kd_weight"]
-    batches = cycle_epochs(loader)
-    step_seconds = teacher_seconds = 0.0
-    images = 0
-    for step in range(args.warmup + args.steps):
-        timed = step >= args.warmup
-        sync(device)
-        t0 = time.perf_counter()
-        x, y = next(batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        s_logits = student(x)
-        sync(device)
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            t_logits = teacher(x)
-        sync(device)
-        t2 = time.perf_counter()
-        kl = F.kl_div(F.log_softmax(s_logits / temperature, dim=1), F.softmax(t_logits / temperature, dim=1),
-                      reduction="sum") * temperature ** 2 / x.size(0)
-        loss = F.cross_entropy(s_logits, y) + kd_weight * kl
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        loss.item()  # the authors log the losses and the accuracy every step
-        (s_logits.argmax(1) == y).sum().item()
-        sync(device)
-        if timed:
-            step_seconds += time.perf_counter() - t0
+    def run(self, steps: int, timed: bool = True) -> None:
+        """``steps`` training steps; when ``timed``, add their time, teacher time and images to the totals."""
+        device, temperature, kd_weight = self.device, RECIPE["temperature"], RECIPE["kd_weight"]
+        cudnn_benchmark = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = device.type == "cuda"  # as train_slkd.py sets it
+        seconds = teacher_seconds = 0.0
+        images = 0
+        for _ in range(steps):
+            sync(device)
+            t0 = time.perf_counter()
+            x, y = next(self.batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            s_logits = self.student(x)
+            sync(device)
+            t1 = time.perf_counter()
+            with torch.no_grad():
+                t_logits = self.teacher(x)
+            sync(device)
+            t2 = time.perf_counter()
+            kl = F.kl_div(F.log_softmax(s_logits / temperature, dim=1), F.softmax(t_logits / temperature, dim=1),
+                          reduction="sum") * temperature ** 2 / x.size(0)
+            loss = F.cross_entropy(s_logits, y) + kd_weight * kl
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            loss.item()  # the authors log the losses and the accuracy every step
+            (s_logits.argmax(1) == y).sum().item()
+            sync(device)
+            seconds += time.perf_counter() - t0
             teacher_seconds += t2 - t1
             images += len(x)
-    del batches
-    sync(device)
-    t0 = time.perf_counter()
-    ranking_pass(student, rank_loader, device)
-    sync(device)
-    rank_seconds = time.perf_counter() - t0
-    torch.backends.cudnn.benchmark = cudnn_benchmark  # kdrepro runs under its own settings
-    steps_per_epoch = math.ceil(len(data.targets) / args.batch_size)
-    return ReferenceResult(step_seconds, teacher_seconds, rank_seconds,
-                           rank_seconds * args.steps / steps_per_epoch, images)
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        if timed:
+            self.round_seconds.append(seconds)
+            self.teacher_seconds += teacher_seconds
+            self.images += images
+
+    def time_ranking_pass(self) -> float:
+        """Seconds for the authors' ``sort_training_data``: a frozen copy of the student scores every image
+        (max logit) through the test transform; the scores are sorted in descending order within each class."""
+        sync(self.device)
+        t0 = time.perf_counter()
+        snapshot = copy.deepcopy(self.student).eval()
+        scores, labels = [], []
+        with torch.no_grad():
+            for x, y in self.rank_loader:
+                scores.append(snapshot(x.to(self.device, non_blocking=True)).max(dim=1).values.cpu())
+                labels.append(y)
+        scores_all, labels_all = torch.cat(scores), torch.cat(labels)
+        for c in range(NUM_CLASSES):
+            torch.sort(scores_all[labels_all == c], descending=True)
+        sync(self.device)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the DataLoader workers."""
+        self.batches.close()
 
 
-# ------------------------------------------------------------------------------------------ kdrepro
-@dataclass
-class KdreproResult:
-    variant: str
-    teacher_cache: bool
-    channels_last: bool
-    prepare_seconds: float
-    cache_hit: bool | None
-    step_seconds: float
-    images: int
+class KdreproLoop:
+    """A :class:`~kdrepro.engine.Trainer` for one variant; the constructor times ``prepare_teacher()``."""
 
-    @property
-    def images_per_second(self) -> float:
-        return self.images / self.step_seconds
+    def __init__(self, variant: Variant, npz: Path, teacher_name: str, student_name: str, teacher: torch.nn.Module,
+                 device: torch.device, workdir: Path, args: argparse.Namespace):
+        cfg = RunConfig(method="kd", recipe="slkd", dataset="npz", dataset_options={"path": str(npz)},
+                        model=student_name, teacher={"model": teacher_name}, seed=0, batch_size=args.batch_size,
+                        device=device.type, teacher_cache=variant.teacher_cache,
+                        channels_last=variant.channels_last, progress=False)
+        cache_dir = workdir / "cache"
+        run_dir = workdir / variant.name.replace(" ", "_").replace(",", "")
+        self.trainer = Trainer(cfg, run_dir, teacher=copy.deepcopy(teacher), cache_dir=cache_dir,
+                               log=lambda m: None)
+        had_cache = any(cache_dir.glob("*.pt"))
+        sync(device)
+        t0 = time.perf_counter()
+        self.trainer.prepare_teacher()
+        sync(device)
+        self.prepare_seconds = time.perf_counter() - t0
+        self.cache_hit = None if self.trainer.cache is None else had_cache
+        self.variant, self.device, self.batch_size = variant, device, args.batch_size
+        self.phase = make_schedule(1, pacing="none")[0]
+        self.pools = torch.Generator().manual_seed(1)
+        self.round_seconds: list[float] = []
+        self.images = 0
+
+    def run(self, steps: int, timed: bool = True) -> None:
+        """``train_epoch`` over a pool of ``steps * batch`` indices drawn with replacement."""
+        pool = torch.randint(0, len(self.trainer.train_set), (steps * self.batch_size,), generator=self.pools)
+        sync(self.device)
+        t0 = time.perf_counter()
+        row = self.trainer.train_epoch(pool, self.phase)
+        sync(self.device)
+        if timed:
+            self.round_seconds.append(time.perf_counter() - t0)
+            self.images += row["images"]
 
 
-def run_kdrepro(variant: Variant, npz: Path, teacher_name: str, student_name: str, teacher: torch.nn.Module,
-                device: torch.device, workdir: Path, args: argparse.Namespace) -> KdreproResult:
-    """``prepare_teacher()`` (timed apart), then ``train_epoch`` over ``warmup`` and ``steps`` batches."""
-    cfg = RunConfig(method="kd", recipe="slkd", dataset="npz", dataset_options={"path": str(npz)},
-                    model=student_name, teacher={"model": teacher_name}, seed=0, batch_size=args.batch_size,
-                    device=device.type, teacher_cache=variant.teacher_cache, channels_last=variant.channels_last,
-                    progress=False)
-    cache_dir = workdir / "cache"
-    trainer = Trainer(cfg, workdir / "run", teacher=copy.deepcopy(teacher), cache_dir=cache_dir, log=lambda m: None)
-    had_cache = any(cache_dir.glob("*.pt"))
-    sync(device)
-    t0 = time.perf_counter()
-    trainer.prepare_teacher()
-    sync(device)
-    prepare_seconds = time.perf_counter() - t0
-    hit = None if trainer.cache is None else had_cache
-    phase = make_schedule(1, pacing="none")[0]
-    n = len(trainer.train_set)
-    pool_gen = torch.Generator().manual_seed(1)
-    trainer.train_epoch(torch.randint(0, n, (args.warmup * args.batch_size,), generator=pool_gen), phase)
-    pool = torch.randint(0, n, (args.steps * args.batch_size,), generator=pool_gen)
-    sync(device)
-    t0 = time.perf_counter()
-    row = trainer.train_epoch(pool, phase)
-    sync(device)
-    step_seconds = time.perf_counter() - t0
-    return KdreproResult(variant.name, variant.teacher_cache, variant.channels_last, prepare_seconds, hit,
-                         step_seconds, row["images"])
+def split_steps(steps: int, rounds: int) -> list[int]:
+    """``steps`` as ``rounds`` near-equal positive chunks."""
+    rounds = min(rounds, steps)
+    return [steps // rounds + (i < steps % rounds) for i in range(rounds)]
+
+
+def calibrate_batch_norm(model: torch.nn.Module, data: Data, images: int = 256) -> torch.nn.Module:
+    """Set BatchNorm statistics from real batches and return the model in eval mode.
+
+    The teacher keeps its random weights (speed does not depend on them), but with the initial running
+    statistics (mean 0, variance 1) a deep residual net's activations grow block after block in eval mode,
+    and resnet110's logits overflow float16 in the cache. Measured statistics keep them at a trained
+    network's scale.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    mean = torch.tensor(CIFAR10_MEAN).view(1, -1, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, -1, 1, 1)
+    model.train()
+    with torch.no_grad():
+        for start in range(0, images, 128):
+            model((torch.from_numpy(data.images[start:start + 128]).float() / 255 - mean) / std)
+    for m in norms:
+        m.momentum = 0.1
+    return model.eval()
 
 
 # ------------------------------------------------------------------------------------------ one pair
 def bench_pair(pair: str, data: Data, device: torch.device, args: argparse.Namespace, workdir: Path) -> dict:
+    """Time the reference loop and every kdrepro variant, interleaved in rounds so that all of them see the
+    same machine load; the ranking pass is timed once and charged per step."""
     teacher_name, student_name = pair.split(":")
     print(f"\n== {teacher_name} -> {student_name} ==", flush=True)
     torch.manual_seed(0)
-    teacher = create_model(teacher_name, NUM_CLASSES).eval()  # random weights: speed does not depend on them
+    teacher = calibrate_batch_norm(create_model(teacher_name, NUM_CLASSES), data)
     student = create_model(student_name, NUM_CLASSES)
-    ref = run_reference(data, copy.deepcopy(teacher), copy.deepcopy(student), device, args)
-    print(f"reference: {ref.images_per_second:8.1f} img/s  (teacher forward {ref.teacher_seconds / ref.total_seconds:.0%} "
-          f"of its time; ranking pass {ref.ranking_pass_seconds:.1f} s, charged {ref.ranking_charged_seconds:.1f} s)",
-          flush=True)
-
-    cache_images = len(data.targets) if args.cache_images in (None, 0) else min(args.cache_images, len(data.targets))
+    cache_images = len(data.targets) if args.cache_images == 0 else min(args.cache_images, len(data.targets))
     pair_dir = workdir / pair.replace(":", "-")
     pair_dir.mkdir()
     npz = write_npz(data, cache_images, pair_dir / "train.npz")
-    results = []
-    for key in args.variants:
-        res = run_kdrepro(VARIANTS[key], npz, teacher_name, student_name, teacher, device, pair_dir, args)
-        results.append(res)
-        cache_note = {None: "", True: ", cache hit", False: f", cache built in {res.prepare_seconds:.1f} s"}[res.cache_hit]
-        print(f"kdrepro {res.variant:<32} {res.images_per_second:8.1f} img/s  "
-              f"x{res.images_per_second / ref.images_per_second:.2f}{cache_note}", flush=True)
 
-    built = next((r for r in results if r.cache_hit is False), None)
+    ref = ReferenceLoop(data, copy.deepcopy(teacher), copy.deepcopy(student), device, args)
+    loops = []
+    for key in args.variants:
+        loops.append(KdreproLoop(VARIANTS[key], npz, teacher_name, student_name, teacher, device, pair_dir, args))
+        if loops[-1].cache_hit is False:
+            print(f"teacher-logit cache for {cache_images} images x {CropFlip().num_views} views built in "
+                  f"{loops[-1].prepare_seconds:.1f} s", flush=True)
+    runners = [ref, *loops]
+    for runner in runners:
+        runner.run(args.warmup, timed=False)
+    chunks = split_steps(args.steps, args.rounds)
+    for i, n in enumerate(chunks):
+        for runner in runners[i % len(runners):] + runners[:i % len(runners)]:
+            runner.run(n)
+    rank_seconds = ref.time_ranking_pass()
+    ref.close()
+
+    rank_per_step = rank_seconds / ref.steps_per_epoch
+    ref_seconds = sum(ref.round_seconds) + rank_per_step * args.steps
+    ref_ips = ref.images / ref_seconds
+    print(f"reference: {ref_ips:8.1f} img/s  (teacher forward {ref.teacher_seconds / ref_seconds:.0%} of its time; "
+          f"ranking pass {rank_seconds:.1f} s, charged {rank_per_step * args.steps:.1f} s)", flush=True)
+    variants = []
+    for loop in loops:
+        ips = loop.images / sum(loop.round_seconds)
+        round_ratios = [(r + rank_per_step * n) / k for r, k, n in zip(ref.round_seconds, loop.round_seconds, chunks)]
+        variants.append({"variant": loop.variant.name, "teacher_cache": loop.variant.teacher_cache,
+                         "channels_last": loop.variant.channels_last, "prepare_seconds": loop.prepare_seconds,
+                         "cache_hit": loop.cache_hit, "seconds": sum(loop.round_seconds), "images": loop.images,
+                         "images_per_second": ips, "ratio": ips / ref_ips, "round_ratios": round_ratios})
+        print(f"kdrepro {loop.variant.name:<32} {ips:8.1f} img/s  x{ips / ref_ips:.2f} "
+              f"(rounds {min(round_ratios):.2f}-{max(round_ratios):.2f})", flush=True)
+
+    built = next((loop for loop in loops if loop.cache_hit is False), None)
     cache = None
     if built is not None:
         per_image = built.prepare_seconds / cache_images
-        teacher_per_image = ref.teacher_seconds_per_image
+        teacher_per_image = ref.teacher_seconds / ref.images
         cache = {
-            "images_built": cache_images, "views": CropFlip().num_views, "built_by_variant": built.variant,
+            "images_built": cache_images, "views": CropFlip().num_views, "built_by_variant": built.variant.name,
             "seconds": built.prepare_seconds, "seconds_per_image": per_image,
             "extrapolated": cache_images < len(data.targets),
             "seconds_full_dataset": per_image * len(data.targets),
@@ -332,20 +368,19 @@ def bench_pair(pair: str, data: Data, device: torch.device, args: argparse.Names
             "break_even_runs": {str(e): per_image / (teacher_per_image * e)
                                 for e in (RECIPE["epochs"], SHORT_BUDGET_EPOCHS)},
         }
-    headline = results[0]
-    best = max(results, key=lambda r: r.images_per_second)
+    headline = variants[0]
+    best = max(variants, key=lambda v: v["images_per_second"])
     target = TARGETS[device.type]
-    ratio = headline.images_per_second / ref.images_per_second
     return {
         "pair": f"{teacher_name}->{student_name}", "teacher": teacher_name, "student": student_name,
-        "reference": {**asdict(ref), "images_per_second": ref.images_per_second,
-                      "images_per_second_without_ranking": ref.images / ref.step_seconds,
-                      "teacher_fraction": ref.teacher_seconds / ref.total_seconds},
-        "kdrepro": [{**asdict(r), "images_per_second": r.images_per_second,
-                     "ratio": r.images_per_second / ref.images_per_second} for r in results],
-        "headline_variant": headline.variant, "ratio": ratio,
-        "best_variant": best.variant, "best_ratio": best.images_per_second / ref.images_per_second,
-        "target": target, "met": ratio >= target, "cache": cache, "kdrepro_train_images": cache_images,
+        "reference": {"seconds": sum(ref.round_seconds), "teacher_seconds": ref.teacher_seconds,
+                      "ranking_pass_seconds": rank_seconds, "ranking_charged_seconds": rank_per_step * args.steps,
+                      "images": ref.images, "images_per_second": ref_ips,
+                      "images_per_second_without_ranking": ref.images / sum(ref.round_seconds),
+                      "teacher_fraction": ref.teacher_seconds / ref_seconds},
+        "kdrepro": variants, "headline_variant": headline["variant"], "ratio": headline["ratio"],
+        "best_variant": best["variant"], "best_ratio": best["ratio"],
+        "target": target, "met": headline["ratio"] >= target, "cache": cache, "kdrepro_train_images": cache_images,
     }
 
 
@@ -360,11 +395,21 @@ def machine(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
-        info["git_commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                            capture_output=True, text=True, check=True).stdout.strip()
+        git = ["git", "-C", str(REPO)]
+        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        info["git_commit"] = commit + ("+uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         info["git_commit"] = None
     return info
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (the report is committed), else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def cpu_model() -> str:
@@ -397,10 +442,12 @@ def details(rows: list[dict]) -> list[str]:
                   f"({ref['images_per_second_without_ranking']:.1f} img/s without it); the live teacher forward "
                   f"takes {ref['teacher_fraction']:.0%} of its time; one ranking pass over the training set "
                   f"takes {ref['ranking_pass_seconds']:.2f} s.", "",
-                  "| kdrepro variant | img/s | ratio to reference | prepare_teacher s |", "|---|---:|---:|---:|"]
+                  "| kdrepro variant | img/s | ratio to reference | ratio by round | prepare_teacher s |",
+                  "|---|---:|---:|---|---:|"]
         for k in r["kdrepro"]:
             note = {None: "live", True: "cache hit", False: "cache built"}[k["cache_hit"]]
-            lines.append(f"| {k['variant']} | {k['images_per_second']:.1f} | {k['ratio']:.2f}x | "
+            by_round = ", ".join(f"{x:.2f}" for x in k["round_ratios"])
+            lines.append(f"| {k['variant']} | {k['images_per_second']:.1f} | {k['ratio']:.2f}x | {by_round} | "
                          f"{k['prepare_seconds']:.2f} ({note}) |")
         c = r["cache"]
         if c:
@@ -427,7 +474,9 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
           f"{report['date']} on {hw}; torch {m['torch']}, torchvision {m['torchvision']}, python {m['python']}, "
           f"{m['torch_threads']} torch threads, kdrepro {m['kdrepro']} (git {m['git_commit']}).", "",
           f"Data: {report['data']}. {o['steps']} timed steps of batch {o['batch_size']} after {o['warmup']} warm-up "
-          f"steps; reference DataLoader with {o['workers']} workers. Generated by `benchmarks/bench_kd.py`.", ""]
+          f"steps, in {o['rounds']} interleaved rounds; reference DataLoader with {o['workers']} workers. "
+          f"1-minute load average {m.get('load_average_1min_at_start')} at the start, {m.get('load_average_1min_at_end')} at "
+          "the end (other jobs on the machine slow every loop). Generated by `benchmarks/bench_kd.py`.", ""]
     md += table(report["pairs"]) + details(report["pairs"])
     md_path.write_text("\n".join(md) + "\n")
     return json_path, md_path
@@ -441,6 +490,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated teacher:student model pairs")
     p.add_argument("--steps", type=int, default=30, help="timed training steps per loop")
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps before them")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="the timed steps run in this many rounds, the loops taking turns (fair under varying load)")
     p.add_argument("--batch-size", type=int, default=RECIPE["batch_size"], help="batch size of both loops")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes of the reference loop")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -453,8 +504,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="auto: cifar10-5k when found, else synthetic images")
     p.add_argument("--out", type=Path, default=REPO / "results" / "benchmarks", help="output folder")
     args = p.parse_args(argv)
-    for name in ("steps", "warmup", "batch_size", "workers"):
-        if getattr(args, name) < (1 if name in ("steps", "batch_size") else 0):
+    for name in ("steps", "warmup", "rounds", "batch_size", "workers"):
+        if getattr(args, name) < (1 if name in ("steps", "rounds", "batch_size") else 0):
             p.error(f"--{name.replace('_', '-')}={getattr(args, name)} is too small")
     if args.cache_images is not None and args.cache_images < 0:
         p.error(f"--cache-images={args.cache_images}: use a positive count, or 0 for all images")
@@ -473,7 +524,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except RuntimeError as err:
+        raise SystemExit(f"--device {args.device}: {err}") from None
     if args.cache_images is None:
         args.cache_images = 128 if device.type == "cpu" else 0
     data = load_images(args.data)
@@ -483,7 +537,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows = [bench_pair(pair, data, device, args, Path(tmp)) for pair in args.pairs]
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": {**machine(device), "load_average_1min_at_start": load_before}, "data": data.source,
-              "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "pairs": rows}
+              "options": {k: display_path(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "pairs": rows}
     print()
     print("\n".join(table(rows) + details(rows)))
     json_path, md_path = write_report(report, args.out)

@@ -58,7 +58,7 @@ class TeacherLogitCache:
         teacher = teacher.to(device).eval()
         images = dataset.images.to(device)
         n, v = len(dataset), augment.num_views
-        out = None
+        out, peak = None, 0.0
         bar = tqdm(total=n * v, desc="teacher-logit cache", unit="img", unit_scale=True, disable=_quiet(progress))
         with torch.inference_mode():
             for view in range(v):
@@ -72,8 +72,14 @@ class TeacherLogitCache:
                     if out is None:
                         out = torch.empty((n, v, logits.shape[1]), dtype=torch.float16, device=device)
                     out[start:start + len(x), view] = logits.half()
+                    peak = max(peak, logits.abs().max().item())
                     bar.update(len(x))
         bar.close()
+        if not peak <= torch.finfo(torch.float16).max:  # also catches NaN
+            raise ValueError(
+                f"the teacher's logits do not fit float16 (largest |logit| {peak:.4g}; float16 holds up to 65504): "
+                "the teacher is probably untrained or diverged. Check its accuracy, or train with "
+                "teacher_cache: false")
         return cls(out, augment)
 
     @classmethod

@@ -197,3 +197,12 @@ def test_corrupt_cache_file_is_rebuilt_not_trusted(dataset, augment, tmp_path, m
     again, hit = TeacherLogitCache.load_or_build(teacher, dataset, augment, CPU, tmp_path)
     assert hit is True
     assert_float16_close(again.logits.float(), want)
+
+
+def test_logits_beyond_float16_are_refused_with_the_largest_value(dataset, augment):
+    class Huge(torch.nn.Module):  # logits of +-1e5: float16 (max 65504) would store inf
+        def forward(self, x):
+            return torch.tensor([1e5, -2e5, 3.0]).expand(len(x), 3).clone()
+
+    with pytest.raises(ValueError, match=r"do not fit float16 \(largest \|logit\| 2e\+05"):
+        TeacherLogitCache.build(Huge(), dataset, augment, CPU)
