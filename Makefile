@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= demo
 NB ?=
+JOBS ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
 .PHONY: setup test test-fast reproduce notebooks lab bench clean-venv help
@@ -13,7 +14,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 help:
 	@echo "make setup      create .venv with the pinned dependencies and kdrepro (editable)"
 	@echo "make test       all tests: pytest + nbval on the stored notebooks (smoke profile)"
-	@echo "make reproduce  run every notebook headless with papermill [PROFILE=demo] [NB=03]"
+	@echo "make reproduce  run every notebook headless with papermill [PROFILE=demo] [NB=03] [JOBS=2]"
 	@echo "make notebooks  refresh the stored notebook outputs (smoke profile) after a deliberate change"
 	@echo "make bench      benchmark the fast path against the authors' training loop"
 	@echo "make lab        open JupyterLab on notebooks/"
@@ -34,7 +35,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow"
 
 reproduce: $(STAMP)
-	$(PY) -m kdrepro.reproduce --profile $(PROFILE) $(if $(NB),--notebook $(NB),)
+	$(PY) -m kdrepro.reproduce --profile $(PROFILE) $(if $(NB),--notebook $(NB),) $(if $(JOBS),--jobs $(JOBS),)
 
 notebooks: $(STAMP)
 	$(PY) -m kdrepro.reproduce --profile smoke --store-in-place

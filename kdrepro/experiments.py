@@ -60,8 +60,11 @@ _SESSION_KEYS = frozenset({"device", "data_root"})
 _PROFILE_KEYS = {
     "name": str, "description": str, "hardware": str, "expected_time": str, "datasets": list,
     "dataset_options": dict, "seeds": list, "base": dict, "pairs": list, "budgets": list,
-    "kd_baselines": dict, "ablations": dict, "ablation_seeds": list,
+    "kd_baselines": dict, "ablations": dict, "ablation_seeds": list, "axis_seeds": dict, "budget_seeds": list,
+    "budget_methods": list,
 }
+#: methods the budget study may train at every budget (table label -> run-config method)
+BUDGET_METHODS = {"vanilla": "ce", "kd": "kd", "slkd": "slkd"}
 _REQUIRED = ("name", "datasets", "seeds", "base", "pairs")
 #: columns of every tidy run table, in order (studies add ``axis``/``variant`` labels)
 RUN_COLUMNS = ("dataset", "teacher", "student", "method", "model", "variant", "seed", "epochs", "last_top1",
@@ -108,6 +111,9 @@ class Profile:
     kd_baselines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ablations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     ablation_seeds: tuple[int, ...] = (0,)
+    axis_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    budget_seeds: tuple[int, ...] | None = None
+    budget_methods: tuple[str, ...] = ("kd", "slkd")
 
 
 def list_profiles() -> list[str]:
@@ -228,6 +234,21 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
                 raise fail(f"ablations.{axis}: {v!r} is not a variant; choose from {', '.join(choices[axis])}")
         ablations[axis] = tuple(variants)
 
+    axis_seeds = {}
+    for axis, values in data.get("axis_seeds", {}).items():
+        if axis not in ablations:
+            raise fail(f"axis_seeds: {axis!r} is not one of the profile's ablation axes {list(ablations)}")
+        if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in values) or len(set(values)) != len(values):
+            raise fail(f"axis_seeds.{axis} must be a non-empty list of distinct integers, got {values!r}")
+        axis_seeds[axis] = tuple(values)
+    budget_methods = tuple(data.get("budget_methods", ("kd", "slkd")))
+    for m in budget_methods:
+        if m not in BUDGET_METHODS:
+            raise fail(f"budget_methods: {m!r} is not a method; choose from {', '.join(BUDGET_METHODS)}")
+    if not budget_methods or len(set(budget_methods)) != len(budget_methods):
+        raise fail(f"budget_methods must be a non-empty list without duplicates, got {list(budget_methods)}")
+
     budgets = ints("budgets") if "budgets" in data else ()
     if any(b < 1 for b in budgets):
         raise fail(f"budgets must be positive epoch counts, got {list(budgets)}")
@@ -236,7 +257,8 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
         description=data.get("description", ""), hardware=data.get("hardware", ""),
         expected_time=data.get("expected_time", ""), dataset_options={k: dict(v) for k, v in options.items()},
         budgets=budgets, kd_baselines=kd_baselines, ablations=ablations,
-        ablation_seeds=ints("ablation_seeds") if "ablation_seeds" in data else (0,))
+        ablation_seeds=ints("ablation_seeds") if "ablation_seeds" in data else (0,), axis_seeds=axis_seeds,
+        budget_seeds=ints("budget_seeds") if "budget_seeds" in data else None, budget_methods=budget_methods)
     stem = Path(source).stem
     if source.endswith((".yaml", ".yml")) and profile.name != stem:
         raise fail(f"name {profile.name!r} must equal the file name {stem!r}")
@@ -257,7 +279,8 @@ class Planned:
 class Experiment:
     """A profile bound to a results folder, a device and a data root: plans, runs and tabulates studies.
 
-    ``seeds`` (None: the profile's) replaces the profile's ``seeds`` *and* ``ablation_seeds``.
+    ``seeds`` (None: the profile's) replaces the profile's ``seeds`` *and* ``ablation_seeds``,
+    ``axis_seeds`` and ``budget_seeds``.
     Tables go to ``<results_dir>/<profile>/tables``, figures to ``.../figures``; runs live in the shared
     store ``<results_dir>/runs``, so a teacher is trained once for every notebook and profile that
     names the same configuration.
@@ -269,9 +292,12 @@ class Experiment:
         if seeds is not None:
             if isinstance(seeds, int) or not all(isinstance(s, int) for s in seeds) or not len(seeds):
                 raise ProfileError(f"seeds must be None (the profile's) or a non-empty list of ints, got {seeds!r}")
-            self.seeds = self.ablation_seeds = tuple(seeds)
+            self.seeds = self.ablation_seeds = self.budget_seeds = tuple(seeds)
+            self.axis_seeds: dict[str, tuple[int, ...]] = {}
         else:
             self.seeds, self.ablation_seeds = self.profile.seeds, self.profile.ablation_seeds
+            self.budget_seeds = self.profile.budget_seeds or self.ablation_seeds
+            self.axis_seeds = dict(self.profile.axis_seeds)
         self.results_dir = Path(results_dir)
         self.data_root = None if data_root is None else str(data_root)
         self.device = device
@@ -284,10 +310,20 @@ class Experiment:
             f"  data sets   {', '.join(p.datasets)}",
             f"  pairs       {'; '.join(pair.label for pair in p.pairs)}",
             f"  recipe      {p.base.get('recipe', 'slkd')}, {p.base.get('epochs', 'recipe')} epochs, "
-            f"seeds {list(self.seeds)} (ablations and budgets: {list(self.ablation_seeds)})",
+            f"seeds {list(self.seeds)} ({self._other_seeds()})",
             f"  hardware    {p.hardware}; expected time: {p.expected_time}",
             f"  results     {self.results_dir.as_posix()}/runs (runs), {self.out_dir.as_posix()} (tables, figures)",
         ])
+
+    def _other_seeds(self) -> str:
+        if not self.axis_seeds and self.budget_seeds == self.ablation_seeds:
+            return f"ablations and budgets: {list(self.ablation_seeds)}"
+        axes = "".join(f", {axis}: {list(s)}" for axis, s in self.axis_seeds.items())
+        return f"ablations: {list(self.ablation_seeds)}{axes}; budgets: {list(self.budget_seeds)}"
+
+    def seeds_of_axis(self, axis: str) -> tuple[int, ...]:
+        """The seeds of one ablation axis: ``axis_seeds[axis]`` when the profile sets it, else ``ablation_seeds``."""
+        return self.axis_seeds.get(axis, self.ablation_seeds)
 
     @property
     def out_dir(self) -> Path:
@@ -391,23 +427,45 @@ class Experiment:
         return out
 
     def _plan_ablations(self) -> Iterator[Planned]:
+        """KD (the no-curriculum reference) for every ``ablation_seeds``, then every variant of every axis
+        for that axis's seeds (:meth:`seeds_of_axis`), seed by seed."""
+        variants = self.ablation_variants()
+        seeds = list(dict.fromkeys([*self.ablation_seeds, *(s for axis, _, _ in variants
+                                                            for s in self.seeds_of_axis(axis))]))
         for ds, pair in self._pairs(first_only=True):
-            for seed in self.ablation_seeds:
+            for seed in seeds:
                 default = self.student_config(ds, pair, "slkd", seed)
-                yield Planned(self._labels(ds, pair, "kd", seed, axis="reference", variant="kd (no curriculum)",
-                                           default=False), self.student_config(ds, pair, "kd", seed))
-                for axis, variant, overrides in self.ablation_variants():
+                if seed in self.ablation_seeds:
+                    yield Planned(self._labels(ds, pair, "kd", seed, axis="reference", variant="kd (no curriculum)",
+                                               default=False), self.student_config(ds, pair, "kd", seed))
+                for axis, variant, overrides in variants:
+                    if seed not in self.seeds_of_axis(axis):
+                        continue
                     cfg = self.student_config(ds, pair, "slkd", seed, **overrides)
                     yield Planned(self._labels(ds, pair, "slkd", seed, axis=axis, variant=variant,
                                                default=cfg.run_id == default.run_id), cfg)
 
     def _plan_budgets(self) -> Iterator[Planned]:
+        """The profile's ``budget_methods`` (default KD and SLKD) at every budget for ``budget_seeds``."""
         for ds, pair in self._pairs(first_only=True):
             for budget in self.profile.budgets:
-                for seed in self.ablation_seeds:
-                    for method in ("kd", "slkd"):
-                        yield Planned(self._labels(ds, pair, method, seed, variant=f"{budget} epochs"),
-                                      self.student_config(ds, pair, method, seed, epochs=budget))
+                for seed in self.budget_seeds:
+                    for label in self.profile.budget_methods:
+                        yield Planned(self._labels(ds, pair, label, seed, variant=f"{budget} epochs"),
+                                      self.student_config(ds, pair, BUDGET_METHODS[label], seed, epochs=budget))
+
+    def all_configs(self) -> list[RunConfig]:
+        """Every distinct run of every study (teachers first), in the order the notebooks would train them."""
+        seen: dict[str, RunConfig] = {}
+        for study in STUDIES:
+            for planned in self.plan(study):
+                cfg = planned.config
+                chain = [cfg]
+                while chain[-1].method != "ce" and chain[-1].teacher is not None:
+                    chain.append(chain[-1].teacher_config())
+                for c in reversed(chain):
+                    seen.setdefault(c.run_id, c)
+        return list(seen.values())
 
     # -------------------------------------------------------------------------------------------- runs
     def run(self, cfg: RunConfig) -> RunResult:
@@ -473,8 +531,6 @@ class Experiment:
     def anatomy(self, dataset: str | None = None, pair: Pair | None = None, seed: int | None = None) -> "CurriculumAnatomy":
         """The curriculum of the profile's SLKD run (default: first data set, pair and seed)."""
         from .data import load_dataset
-        from .models import create_model
-        from .sequencer import score_instances
 
         ds = dataset or self.profile.datasets[0]
         pair = pair or self.profile.pairs[0]
@@ -482,13 +538,38 @@ class Experiment:
         result = self.run(cfg)
         teacher_result = self.run(cfg.teacher_config())
         train = load_dataset(ds, root=self.data_root, train=True, **cfg.dataset_options)
+        score = "max_logit" if cfg.score == "teacher_kl" else cfg.score
+        teacher_scores = self.teacher_scores(teacher_result, train, score, cfg.num_threads)
+        return CurriculumAnatomy(result, train, result.curriculum(), teacher_scores.numpy(), score)
+
+    @staticmethod
+    def teacher_scores(teacher_result: RunResult, train, score: str, num_threads: int | None = None):
+        """The teacher's ``score`` of every un-augmented training image, stored once as
+        ``<teacher run>/scores/<score>.pt`` (20 KB for 5k images) beside its summary, so that notebook 06
+        also works from a run store without the teacher's weights (which stay out of git)."""
+        import torch
+
+        from .cache import atomic_save
+        from .models import create_model
+        from .sequencer import score_instances
+
+        path = teacher_result.run_dir / "scores" / f"{score}.pt"
+        if path.exists():
+            stored = torch.load(path, weights_only=True)
+            if stored["fingerprint"] == train.fingerprint() and len(stored["scores"]) == len(train):
+                return stored["scores"]
+        weights = teacher_result.run_dir / "weights.pt"
+        if not weights.exists():
+            raise FileNotFoundError(
+                f"the teacher's {score} scores ({path}) and weights ({weights}) are both missing: delete the "
+                f"teacher run {teacher_result.run_id} to retrain it")
         tcfg = teacher_result.config
         teacher = create_model(tcfg.model, train.num_classes, in_channels=train.image_shape[0],
-                               weights=str(teacher_result.run_dir / "weights.pt"), **tcfg.model_options)
-        score = "max_logit" if cfg.score == "teacher_kl" else cfg.score
-        with _threads(cfg.num_threads):
-            teacher_scores = score_instances(teacher, train, score, device="cpu")
-        return CurriculumAnatomy(result, train, result.curriculum(), teacher_scores.numpy(), score)
+                               weights=str(weights), **tcfg.model_options)
+        with _threads(num_threads):
+            scores = score_instances(teacher, train, score, device="cpu")
+        atomic_save({"scores": scores, "fingerprint": train.fingerprint()}, path)
+        return scores
 
 
 def run_row(result: RunResult, labels: Mapping[str, Any]) -> dict[str, Any]:

@@ -126,6 +126,30 @@ def paired_difference(runs: pd.DataFrame, a: str, b: str, by: Sequence[str] = ("
     return pd.DataFrame(rows)
 
 
+def paired_variants(runs: pd.DataFrame, axis: str, baseline: str, metric: str = "last_top1") -> pd.DataFrame:
+    """Each variant of one ablation ``axis`` minus the ``baseline`` variant, paired by seed (same seed =
+    same initialisation): mean ± std of the differences, wins, seeds and the iterations ratio."""
+    sub = runs[runs["axis"] == axis].assign(method=lambda d: d["variant"])
+    frames = [paired_difference(sub, v, baseline, metric=metric).rename(columns={f"{v}_mean": "variant_mean",
+                                                                                  f"{baseline}_mean": "baseline_mean"})
+              .assign(variant=v, baseline=baseline)
+              for v in dict.fromkeys(sub["variant"]) if v != baseline]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def format_paired_variants(paired: pd.DataFrame) -> pd.DataFrame:
+    """Display form of :func:`paired_variants`."""
+    return pd.DataFrame({
+        "variant": paired["variant"], "baseline": paired["baseline"],
+        "variant last (%)": [f"{v:.2f}" for v in paired["variant_mean"]],
+        "baseline last (%)": [f"{v:.2f}" for v in paired["baseline_mean"]],
+        "variant − baseline (paired)": [fmt_mean_std(m, sd, n) for m, sd, n in
+                                        zip(paired["diff_mean"], paired["diff_std"], paired["seeds"])],
+        "seeds variant wins": [f"{w}/{n}" for w, n in zip(paired["wins"], paired["seeds"])],
+        "iterations variant/baseline": [f"{v:.2f}" for v in paired["iterations_ratio"]],
+    })
+
+
 # ------------------------------------------------------------------------------------------- formatting
 
 
@@ -179,16 +203,18 @@ def format_paired(paired: pd.DataFrame, a: str = "slkd", b: str = "kd") -> pd.Da
 def format_ablations(summary: pd.DataFrame) -> pd.DataFrame:
     """Display form of an ablation summary (by ``axis, variant, default``): Δ is each variant's
     last-epoch mean minus that of the authors' setting (the ``default`` row of the same axis)."""
-    defaults = summary.loc[summary["default"].astype(bool), "last_mean"]
-    reference = defaults.iloc[0] if len(defaults) else math.nan  # every axis's default: the authors' SLKD
+    defaults = summary[summary["default"].astype(bool)]
+    by_axis = dict(zip(defaults["axis"], defaults["last_mean"]))  # an axis's seeds may differ from another's
+    fallback = defaults["last_mean"].iloc[0] if len(defaults) else math.nan
+    reference = [by_axis.get(axis, fallback) for axis in summary["axis"]]
     return pd.DataFrame({
         "axis": summary["axis"], "variant": summary["variant"],
         "authors' setting": ["yes" if d else "" for d in summary["default"]],
         "top-1 last (%)": [fmt_mean_std(r.last_mean, r.last_std, r.seeds) for r in summary.itertuples()],
         "top-1 best (%)": [fmt_mean_std(r.best_mean, r.best_std, r.seeds) for r in summary.itertuples()],
         "seeds": summary["seeds"].astype(int),
-        "Δ last vs authors'": ["—" if d or math.isnan(reference) else f"{v - reference:+.2f}"
-                               for v, d in zip(summary["last_mean"], summary["default"])],
+        "Δ last vs authors'": ["—" if d or math.isnan(r) else f"{v - r:+.2f}"
+                               for v, d, r in zip(summary["last_mean"], summary["default"], reference)],
     })
 
 
@@ -430,7 +456,7 @@ def plot_efficiency(curves: pd.DataFrame):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
-    colours = {"kd": "tab:blue", "slkd": "tab:orange"}
+    colours = METHOD_COLOURS
     styles = ["-", "--", ":", "-."]
     budgets = list(dict.fromkeys(curves["variant"]))
     for (method, variant, seed), run in curves.groupby(["method", "variant", "seed"], sort=False):
@@ -443,6 +469,35 @@ def plot_efficiency(curves: pd.DataFrame):
     axes[1].set_xlabel("wall time (s)")
     axes[0].set_ylabel("test top-1 (%)")
     axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+METHOD_COLOURS = {"vanilla": "tab:gray", "kd": "tab:blue", "slkd": "tab:orange", "fitnet": "tab:green",
+                  "at": "tab:purple"}
+
+
+def plot_budgets(summary: pd.DataFrame):
+    """Accuracy against budget: last-epoch test top-1 (mean, error bar ± std over seeds) against the mean
+    optimizer steps of each method at each epoch budget, one line per method, each point labelled with
+    its epochs. ``summary`` is :func:`summarize` of the budget study by ``method, variant``."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for method in dict.fromkeys(summary["method"]):
+        sub = summary[summary["method"] == method].sort_values("iterations")
+        ax.errorbar(sub["iterations"], sub["last_mean"], yerr=sub["last_std"], fmt="o-", capsize=3,
+                    color=METHOD_COLOURS.get(method), label=f"{METHOD_NAMES.get(method, method)} "
+                    f"({int(sub['seeds'].min())}–{int(sub['seeds'].max())} seeds)" if sub["seeds"].nunique() > 1
+                    else f"{METHOD_NAMES.get(method, method)} ({int(sub['seeds'].iloc[0])} seeds)")
+        for x, y, e in zip(sub["iterations"], sub["last_mean"], sub["epochs"]):
+            ax.annotate(f"{e} ep", (x, y), textcoords="offset points", xytext=(4, -11), fontsize="x-small",
+                        color=METHOD_COLOURS.get(method))
+    ax.set_xlabel("training iterations (optimizer steps)")
+    ax.set_ylabel("test top-1 (%), last epoch")
+    ax.set_title("Accuracy against budget (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -3,7 +3,11 @@
 ::
 
     python -m kdrepro.reproduce --profile demo [--notebook 03] [--results results] [--data-root DIR]
-                                [--seeds 0 1 2] [--device auto] [--store-in-place]
+                                [--seeds 0 1 2] [--device auto] [--store-in-place] [--jobs N [--train-only]]
+
+``--jobs N`` first trains every run of the profile that is not in the run store yet with N parallel
+worker processes (:mod:`kdrepro.pretrain`); the notebooks then read every run from the store. Without it
+the notebooks train missing runs themselves, one at a time. ``--train-only`` stops after that step.
 
 Every notebook ``notebooks/0*.ipynb`` (or the one named by ``--notebook``: a prefix such as ``03`` or a
 file name) runs in a fresh ``python3`` kernel with its working directory in ``notebooks/`` and the
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .experiments import ProfileError, load_profile
+from .pretrain import PretrainError
 
 KERNEL = "python3"
 
@@ -134,10 +139,23 @@ def _count_new(folder: Path, since: float) -> int:
 
 def reproduce(profile: str, notebook: str | None = None, results: str = "results", data_root: str | None = None,
               seeds: list[int] | None = None, device: str = "auto", store_in_place: bool = False,
-              notebooks_dir: str | None = None, progress: bool | None = None) -> list[NotebookRun]:
-    """Run the notebooks for ``profile``; print progress and a summary; return what ran."""
+              notebooks_dir: str | None = None, progress: bool | None = None, jobs: int = 0,
+              train_only: bool = False) -> list[NotebookRun]:
+    """Run the notebooks for ``profile`` (after training its runs with ``jobs`` workers when ``jobs > 0``);
+    print progress and a summary; return what ran."""
     t0 = time.time()
     prof = load_profile(profile)
+    if train_only and jobs < 1:
+        raise ReproduceError("--train-only needs --jobs N (N >= 1)")
+    if jobs > 0:
+        from .experiments import Experiment
+        from .pretrain import pretrain
+
+        exp = Experiment(prof, results_dir=results, data_root=data_root, seeds=seeds, device=device)
+        pretrain(exp.all_configs(), results, jobs=jobs, logs_dir=exp.out_dir / "logs",
+                 log=lambda msg: print(msg, flush=True))
+        if train_only:
+            return []
     nb_dir = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
     notebooks = find_notebooks(nb_dir, notebook)
     results_dir = Path(results).absolute()
@@ -188,11 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-in-place", action="store_true",
                         help="write the executed notebooks back into notebooks/ (make notebooks; nbval's reference)")
     parser.add_argument("--notebooks-dir", default=None, metavar="DIR", help="the notebooks' folder (default ./notebooks)")
+    parser.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="first train the profile's missing runs with N parallel workers (default 0: the "
+                             "notebooks train them one at a time)")
+    parser.add_argument("--train-only", action="store_true", help="with --jobs: train the runs, run no notebook")
     args = parser.parse_args(argv)
     try:
         reproduce(args.profile, args.notebook, args.results, args.data_root, args.seeds, args.device,
-                  args.store_in_place, args.notebooks_dir)
-    except (ProfileError, ReproduceError) as err:
+                  args.store_in_place, args.notebooks_dir, jobs=args.jobs, train_only=args.train_only)
+    except (ProfileError, ReproduceError, PretrainError) as err:
         print(f"kdrepro.reproduce: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

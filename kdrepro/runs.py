@@ -9,9 +9,12 @@
                       weights.pt        final weights (not in git)
                       checkpoints/      latest.pt for resuming (not in git)
                       snapshots/        the snapshot at each phase start (not in git)
+    results/runs/<id>.lock              while a process trains the run: its host and pid (not in git)
 
 :func:`run` returns a finished run's stored result without training, resumes an unfinished one, and
-trains a new one. A student's teacher is itself a run (a CE run), trained once per (data set,
+trains a new one. Two processes never train the same run: the one that finds the run locked by a live
+process gets :class:`RunLockedError` (``python -m kdrepro.reproduce --jobs N`` waits for such runs
+instead). A lock left by a killed process is taken over. A student's teacher is itself a run (a CE run), trained once per (data set,
 architecture, seed, recipe, ...) and reused by every student that names it.
 
 The results folder is ``results/`` in the current directory unless ``KDREPRO_RESULTS`` or an explicit
@@ -19,10 +22,12 @@ The results folder is ``results/`` in the current directory unless ``KDREPRO_RES
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
+import socket
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,32 @@ from .config import RunConfig
 
 def default_results_root() -> Path:
     return Path(os.environ.get("KDREPRO_RESULTS", "results"))
+
+
+class RunLockedError(RuntimeError):
+    """The run is being trained by another live process."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_owner(lock: Path) -> tuple[str, int] | None:
+    """``(host, pid)`` of the live holder of ``lock``; None when it is free or stale (a dead pid on this host)."""
+    try:
+        host, pid = lock.read_text().split()[:2]
+        pid = int(pid)
+    except (FileNotFoundError, ValueError):
+        return None
+    if host == socket.gethostname() and not _pid_alive(pid):
+        return None
+    return host, pid
 
 
 @dataclass
@@ -77,6 +108,34 @@ class RunStore:
 
     def run_dir(self, cfg: RunConfig) -> Path:
         return self.runs_dir / cfg.run_id
+
+    def lock_path(self, cfg: RunConfig) -> Path:
+        return self.runs_dir / f"{cfg.run_id}.lock"
+
+    @contextlib.contextmanager
+    def _locked(self, cfg: RunConfig):
+        """Hold ``<run id>.lock`` while training; raise :class:`RunLockedError` if a live process holds it."""
+        lock = self.lock_path(cfg)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                owner = lock_owner(lock)
+                if owner is not None:
+                    raise RunLockedError(
+                        f"run {cfg.run_id} is being trained by process {owner[1]} on {owner[0]} (lock {lock}); "
+                        "wait for it to finish, or delete the lock file if that process is gone") from None
+                lock.unlink(missing_ok=True)  # stale: its process died
+        else:
+            raise RunLockedError(f"could not take the lock {lock}")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{socket.gethostname()} {os.getpid()}\n")
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
     def status(self, cfg_or_dir: RunConfig | Path) -> str:
         d = self.run_dir(cfg_or_dir) if isinstance(cfg_or_dir, RunConfig) else Path(cfg_or_dir)
@@ -127,6 +186,12 @@ class RunStore:
         if not train:
             raise FileNotFoundError(f"run {d.name} is {self.status(d)} in {self.runs_dir} and train=False")
         teacher = self._teacher_model(cfg, log)
+        with self._locked(cfg):
+            if self.status(d) == "finished":  # finished by another process while this one waited
+                return self.load(d)
+            return self._train(cfg, d, teacher, log)
+
+    def _train(self, cfg: RunConfig, d: Path, teacher, log) -> RunResult:
         from .engine import Trainer
 
         fresh = not d.exists()

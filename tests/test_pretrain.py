@@ -1,0 +1,253 @@
+"""Training a profile's runs in parallel workers (kdrepro.pretrain), run locks, the per-axis and budget
+seeds of a profile, and the teacher scores that notebook 06 keeps beside the teacher run."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+
+import pytest
+import torch
+import yaml
+
+import kdrepro  # noqa: F401  (the torchvision guard)
+from kdrepro import experiments, report
+from kdrepro.experiments import Experiment, ProfileError
+from kdrepro.pretrain import PretrainError, plan_jobs, pretrain, uses_logit_cache
+from kdrepro.runs import RunLockedError, RunStore
+
+
+def _profile(tmp_path, **changes):
+    data = yaml.safe_load((experiments.PROFILE_DIR / "smoke.yaml").read_text())
+    data.update(changes)
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return experiments.load_profile(path)
+
+
+# ------------------------------------------------------------------------------------------ profile keys
+
+
+def test_axis_and_budget_seeds_and_methods_shape_the_plans(tmp_path):
+    prof = _profile(tmp_path, ablation_seeds=[0], axis_seeds={"order": [0, 1, 2]}, budget_seeds=[3, 4],
+                    budget_methods=["vanilla", "kd", "slkd"])
+    exp = Experiment(prof, results_dir=tmp_path)
+    ablations = exp.plan("ablations")
+    seeds_by_axis = {}
+    for p in ablations:
+        seeds_by_axis.setdefault(p.labels["axis"], set()).add(p.config.seed)
+    assert seeds_by_axis.pop("order") == {0, 1, 2}
+    assert seeds_by_axis.pop("reference") == {0}
+    assert all(s == {0} for s in seeds_by_axis.values()), seeds_by_axis
+    # each seed's easy-first run is the authors' default of that seed
+    defaults = [p for p in ablations if p.labels["axis"] == "order" and p.labels["default"]]
+    assert sorted(p.config.seed for p in defaults) == [0, 1, 2]
+    assert {p.labels["variant"] for p in defaults} == {"easy_first"}
+
+    budgets = exp.plan("budgets")
+    assert {p.config.seed for p in budgets} == {3, 4}
+    methods = {(p.labels["method"], p.config.method) for p in budgets}
+    assert methods == {("vanilla", "ce"), ("kd", "kd"), ("slkd", "slkd")}
+    assert all(p.config.teacher is None for p in budgets if p.config.method == "ce")
+    assert len(budgets) == len(prof.budgets) * 2 * 3
+    assert "order: [0, 1, 2]; budgets: [3, 4]" in repr(exp)
+    # the seeds parameter replaces all of them
+    exp7 = Experiment(prof, results_dir=tmp_path, seeds=[7])
+    assert {p.config.seed for study in ("ablations", "budgets") for p in exp7.plan(study)} == {7}
+
+
+def test_profiles_without_the_new_keys_plan_as_before():
+    exp = Experiment("smoke", results_dir="unused")
+    assert exp.budget_seeds == exp.ablation_seeds and not exp.axis_seeds
+    assert {p.labels["method"] for p in exp.plan("budgets")} == {"kd", "slkd"}
+    assert "(ablations and budgets: [0])" in repr(exp)  # the stored notebooks print this line
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"axis_seeds": {"colour": [0]}}, "axis_seeds: 'colour' is not one of the profile's ablation axes"),
+    ({"axis_seeds": {"order": [0, 0]}}, "axis_seeds.order must be a non-empty list of distinct integers"),
+    ({"budget_methods": ["kd", "fitnet"]}, "budget_methods: 'fitnet' is not a method"),
+    ({"budget_seeds": []}, "budget_seeds must be a non-empty list of integers"),
+])
+def test_bad_new_keys_name_the_problem(tmp_path, changes, message):
+    with pytest.raises(ProfileError, match=message):
+        _profile(tmp_path, **changes)
+
+
+def test_all_configs_lists_every_planned_run_once_with_teachers_first(tmp_path):
+    exp = Experiment(_profile(tmp_path, budget_methods=["vanilla", "kd", "slkd"]), results_dir=tmp_path)
+    configs = exp.all_configs()
+    ids = [c.run_id for c in configs]
+    assert len(ids) == len(set(ids))
+    planned = {p.config.run_id for study in experiments.STUDIES for p in exp.plan(study)}
+    teachers = {c.teacher_config().run_id for c in configs if c.teacher is not None}
+    assert set(ids) == planned | teachers
+    for i, c in enumerate(configs):
+        if c.teacher is not None and c.method != "ce":
+            assert ids.index(c.teacher_config().run_id) < i
+
+
+# ----------------------------------------------------------------------------------------------- planning
+
+
+def test_plan_jobs_waits_for_the_teacher_and_for_one_cache_builder(tmp_path):
+    exp = Experiment(_profile(tmp_path), results_dir=tmp_path)
+    pair, ds = exp.profile.pairs[0], exp.profile.datasets[0]
+    kd = [exp.student_config(ds, pair, "kd", s) for s in (0, 1)]
+    fitnet = exp.student_config(ds, pair, "kd", 0, fitnet_weight=100.0, kd_weight=0.0)
+    live = exp.student_config(ds, pair, "kd", 2, teacher_cache=False)
+    vanilla = exp.student_config(ds, pair, "ce", 0, epochs=20)
+    teacher = kd[0].teacher_config()
+    jobs = plan_jobs([teacher, *kd, fitnet, live, vanilla], exp.store)
+    by_id = {j.cfg.run_id: j for j in jobs}
+    assert by_id[teacher.run_id].needs == set() and by_id[vanilla.run_id].needs == set()
+    assert by_id[kd[0].run_id].needs == {teacher.run_id} and by_id[kd[0].run_id].builds_cache
+    assert by_id[kd[1].run_id].needs == {teacher.run_id, kd[0].run_id}
+    assert by_id[fitnet.run_id].needs == {teacher.run_id}  # feature losses use the live teacher
+    assert by_id[live.run_id].needs == {teacher.run_id}
+    assert [uses_logit_cache(c) for c in (kd[0], fitnet, live, vanilla)] == [True, False, False, False]
+    order = [j.cfg.run_id for j in jobs]
+    assert order[:2] == [teacher.run_id, kd[0].run_id]  # the teacher, then the cache builder
+    assert order[2] == vanilla.run_id  # then the longest run (20 epochs against the others' 7)
+
+
+# -------------------------------------------------------------------------------------------------- locks
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_locked_by_a_live_process_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    exp = Experiment("smoke", results_dir=tmp_path)
+    cfg = exp.student_config("digits", exp.profile.pairs[0], "ce", 0, epochs=1)
+    store = RunStore(tmp_path)
+    lock = store.lock_path(cfg)
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"{socket.gethostname()} {subprocess.os.getpid()}\n")  # this (live) process
+    with pytest.raises(RunLockedError, match=rf"run {cfg.run_id} is being trained by process \d+"):
+        store.run(cfg)
+    assert not store.run_dir(cfg).exists()
+    lock.write_text(f"{socket.gethostname()} {_dead_pid()}\n")  # a killed process
+    result = store.run(cfg)
+    assert result.summary["epochs"] == 1 and not lock.exists()
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_pretrain_with_two_workers_equals_training_one_run_at_a_time(tmp_path):
+    exp = Experiment("smoke", results_dir=tmp_path / "parallel")
+    pair = exp.profile.pairs[0]
+    configs = [exp.student_config("digits", pair, m, s) for m, s in
+               (("kd", 0), ("kd", 1), ("slkd", 0), ("ce", 0))]
+    configs.insert(0, configs[0].teacher_config())
+    lines = []
+    trained = pretrain(configs, tmp_path / "parallel", jobs=2, logs_dir=tmp_path / "logs", log=lines.append)
+    assert sorted(trained) == sorted(c.run_id for c in configs)
+    assert len(list((tmp_path / "parallel" / "cache").glob("teacher-logits-*.pt"))) == 1
+    builds = [c.run_id for c in configs if "logit cache built" in (tmp_path / "logs" / f"{c.run_id}.log").read_text()]
+    assert builds == [configs[1].run_id]  # one builder; the other cached runs hit its file
+    assert not list((tmp_path / "parallel" / "runs").glob("*.lock"))
+    assert pretrain(configs, tmp_path / "parallel", jobs=2, log=lines.append) == []  # all in the store
+
+    # one at a time, in a second store that starts from the same teacher (copied, not retrained)
+    sequential = RunStore(tmp_path / "sequential")
+    parallel = RunStore(tmp_path / "parallel")
+    shutil.copytree(parallel.run_dir(configs[0]), sequential.run_dir(configs[0]))
+    for cfg in configs[2:4]:  # a KD run that read the cache another worker built, and an SLKD run
+        a = [json.loads(x) for x in (parallel.run_dir(cfg) / "metrics.jsonl").read_text().splitlines()]
+        b = sequential.run(cfg).metrics()
+        assert [r["test_top1"] for r in a] == [r["test_top1"] for r in b], cfg.run_id
+        assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=1e-5)
+
+
+def test_pretrain_reports_a_failed_run_and_skips_its_dependants(tmp_path):
+    exp = Experiment("smoke", results_dir=tmp_path)
+    pair = exp.profile.pairs[0]
+    bad = exp.student_config("digits", pair, "kd", 0, dataset_options={"path": str(tmp_path / "missing.npz")})
+    vanilla = exp.student_config("digits", pair, "ce", 0, epochs=1)
+    lines = []
+    with pytest.raises(PretrainError, match="runs that did not finish") as err:
+        pretrain([bad.teacher_config(), bad, vanilla], tmp_path, jobs=2, log=lines.append, poll=0.2)
+    assert bad.teacher_config().run_id in str(err.value) and bad.run_id in str(err.value)
+    assert any("skipped" in line and bad.run_id in line for line in lines)
+    assert RunStore(tmp_path).status(RunStore(tmp_path).run_dir(vanilla)) == "finished"
+
+
+# ---------------------------------------------------------------------------------------- teacher scores
+
+
+@pytest.mark.slow
+def test_anatomy_keeps_the_teachers_scores_beside_its_run(tmp_path):
+    from kdrepro.data import load_dataset
+    from kdrepro.models import create_model
+
+    exp = Experiment("smoke", results_dir=tmp_path)
+    first = exp.anatomy()
+    tcfg = first.result.config.teacher_config()
+    tdir = RunStore(tmp_path).run_dir(tcfg)
+    train = load_dataset("digits", train=True)
+    teacher = create_model(tcfg.model, train.num_classes, in_channels=1, weights=str(tdir / "weights.pt")).double()
+    teacher.eval()
+    with torch.no_grad():  # independent: float64 forward of the normalised images, max logit
+        expected = teacher(train.normalize(train.images).double()).max(dim=1).values
+    assert torch.allclose(torch.as_tensor(first.teacher_scores).double(), expected, atol=1e-4)
+    assert (tdir / "scores" / "max_logit.pt").exists()
+
+    (tdir / "weights.pt").unlink()  # as in a clone: weights stay out of git
+    again = exp.anatomy()
+    assert (again.teacher_scores == first.teacher_scores).all()
+    (tdir / "scores" / "max_logit.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="scores .* and weights .* are both missing"):
+        exp.anatomy()
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def test_paired_variants_by_hand():
+    import pandas as pd
+
+    rows = [("order", "easy_first", 0, 60.0, 100), ("order", "easy_first", 1, 62.0, 100),
+            ("order", "hard_first", 0, 59.0, 100), ("order", "hard_first", 1, 63.5, 100),
+            ("order", "random", 1, 61.0, 100), ("score", "margin", 0, 99.0, 100)]
+    runs = pd.DataFrame(rows, columns=["axis", "variant", "seed", "last_top1", "iterations"])
+    runs[["dataset", "teacher", "student"]] = ["d", "t", "s"]
+    paired = report.paired_variants(runs, "order", "easy_first").set_index("variant")
+    # hard - easy: seed 0: -1.0, seed 1: +1.5 -> mean 0.25, sample std sqrt(((-1.25)^2 + 1.25^2) / 1)
+    assert paired.at["hard_first", "diff_mean"] == pytest.approx(0.25)
+    assert paired.at["hard_first", "diff_std"] == pytest.approx((2 * 1.25 ** 2) ** 0.5)
+    assert paired.at["hard_first", "wins"] == 1 and paired.at["hard_first", "seeds"] == 2
+    assert paired.at["random", "diff_mean"] == pytest.approx(-1.0) and paired.at["random", "seeds"] == 1
+    table = report.format_paired_variants(paired.reset_index())
+    assert list(table["variant − baseline (paired)"]) == ["0.25 ± 1.77", "-1.00"]
+
+
+def test_ablation_delta_uses_the_default_of_the_same_axis():
+    import pandas as pd
+
+    summary = pd.DataFrame({
+        "axis": ["score", "score", "order", "order"], "variant": ["max_logit", "margin", "easy_first", "random"],
+        "default": [True, False, True, False], "last_mean": [60.0, 61.0, 62.0, 61.5],
+        "last_std": [0.0, 0.0, 1.0, 1.0], "best_mean": [60.0, 61.0, 62.0, 61.5], "best_std": [0.0] * 4,
+        "seeds": [1, 1, 3, 3]})
+    table = report.format_ablations(summary)
+    assert list(table["Δ last vs authors'"]) == ["—", "+1.00", "—", "-0.50"]
+
+
+def test_budget_figure_has_one_line_per_method():
+    import pandas as pd
+
+    summary = pd.DataFrame({"method": ["vanilla", "kd", "slkd"] * 2, "variant": ["20 epochs"] * 3 + ["60 epochs"] * 3,
+                            "epochs": [20] * 3 + [60] * 3, "iterations": [800, 800, 600, 2400, 2400, 1800],
+                            "last_mean": [60, 62, 61, 70, 72, 71.5], "last_std": [1.0] * 6, "seeds": [3] * 6})
+    fig = report.plot_budgets(summary)
+    lines = [c.lines[0] for c in fig.axes[0].containers]  # each errorbar's data line
+    assert len(lines) == 3
+    assert sorted(c.get_label() for c in fig.axes[0].containers) == ["KD (3 seeds)", "SLKD (3 seeds)", "vanilla student (3 seeds)"]
+    assert sorted(tuple(l.get_xdata()) for l in lines) == [(600, 1800), (800, 2400), (800, 2400)]
