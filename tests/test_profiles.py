@@ -34,7 +34,11 @@ def test_every_profile_expands_into_valid_run_configs(name):
             again = RunConfig.from_dict(p.config.to_dict()).resolved()  # must not raise
             assert again.run_id == p.config.run_id
             assert p.config.dataset in profile.datasets
-            for key, value in profile.base.items():
+            expected = dict(profile.base)
+            if p.labels["method"] == "teacher":  # a pair's teacher keys (e.g. its epochs) override the base
+                expected.update(next(pair.teacher for pair in profile.pairs if pair.teacher_model == p.config.model))
+                expected.pop("model")
+            for key, value in expected.items():
                 if key != "epochs" or study != "budgets":
                     assert getattr(p.config, key) == (tuple(value) if isinstance(value, list) else value), key
 
