@@ -11,7 +11,7 @@ On a GPU, use one job.
 Order and dependencies: a student starts after its teacher has finished. Students that read the
 teacher-logit cache (:mod:`kdrepro.cache`) wait until the first of them, which builds the cache, has
 finished, so that the cache is built once, not by every worker at the same time. Runs locked by another
-process (:class:`kdrepro.runs.RunLockedError`) are waited for. A worker's output goes to
+process (:class:`kdrepro.runs.RunLockedError`) are waited for, and count toward the ``jobs`` limit. A worker's output goes to
 ``<results>/<profile>/logs/<run id>.log``. A failed run is reported with its log and its dependants are
 skipped; the other runs go on. Interrupting (Ctrl-C) stops the workers; every run resumes from its last
 finished epoch next time.
@@ -141,8 +141,10 @@ def pretrain(configs: list[RunConfig], results: str | Path, jobs: int = 1, logs_
                         failed[job.cfg.run_id] = f"not started: needs {', '.join(sorted(lost))}"
                         log(f"[{len(done) + len(failed)}/{total}] {job.cfg.run_id} skipped: "
                             f"{', '.join(sorted(lost))} failed")
+                # runs that another process is training count toward the limit: the machine is busy with them
+                elsewhere = sum(1 for job in waiting if lock_owner(store.lock_path(job.cfg)) is not None)
                 for job in list(waiting):
-                    if len(running) >= jobs:
+                    if len(running) + elsewhere >= jobs:
                         break
                     if not job.needs <= done:
                         continue
