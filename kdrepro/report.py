@@ -137,17 +137,34 @@ def paired_variants(runs: pd.DataFrame, axis: str, baseline: str, metric: str = 
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def paired_by_budget(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str]] = (("slkd", "kd"), ("slkd", "vanilla"),
+                                                                                  ("kd", "vanilla")),
+                     metric: str = "last_top1") -> pd.DataFrame:
+    """The budget study's methods against each other at every epoch budget, paired by seed: one row per
+    (budget, ``a``, ``b``) with both methods present, as :func:`paired_difference` computes it."""
+    frames = []
+    for a, b in comparisons:
+        if not {a, b} <= set(runs["method"]):
+            continue
+        p = paired_difference(runs, a, b, by=("epochs",), metric=metric)
+        frames.append(p.rename(columns={f"{a}_mean": "a_mean", f"{b}_mean": "b_mean"}).assign(a=a, b=b))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True).sort_values(["epochs"], kind="stable", ignore_index=True)
+
+
+def format_paired_by_budget(paired: pd.DataFrame) -> pd.DataFrame:
+    """Display form of :func:`paired_by_budget`: "first" is method ``a`` of each row, "second" method ``b``."""
+    return pd.DataFrame({
+        "epochs": paired["epochs"],
+        "comparison": [f"{METHOD_NAMES.get(a, a)} − {METHOD_NAMES.get(b, b)}" for a, b in zip(paired["a"], paired["b"])],
+        **_paired_columns(paired, "a_mean", "b_mean", "first", "second")})
+
+
 def format_paired_variants(paired: pd.DataFrame) -> pd.DataFrame:
     """Display form of :func:`paired_variants`."""
-    return pd.DataFrame({
-        "variant": paired["variant"], "baseline": paired["baseline"],
-        "variant last (%)": [f"{v:.2f}" for v in paired["variant_mean"]],
-        "baseline last (%)": [f"{v:.2f}" for v in paired["baseline_mean"]],
-        "variant − baseline (paired)": [fmt_mean_std(m, sd, n) for m, sd, n in
-                                        zip(paired["diff_mean"], paired["diff_std"], paired["seeds"])],
-        "seeds variant wins": [f"{w}/{n}" for w, n in zip(paired["wins"], paired["seeds"])],
-        "iterations variant/baseline": [f"{v:.2f}" for v in paired["iterations_ratio"]],
-    })
+    return pd.DataFrame({"variant": paired["variant"], "baseline": paired["baseline"],
+                         **_paired_columns(paired, "variant_mean", "baseline_mean", "variant", "baseline")})
 
 
 # ------------------------------------------------------------------------------------------- formatting
@@ -157,6 +174,8 @@ def fmt_mean_std(mean: float, std: float, n: int, digits: int = 2) -> str:
     """``"92.37 ± 0.12"``; a single run shows its value alone; no runs show ``"—"``."""
     if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
+    if round(mean, digits) == 0:
+        mean = 0.0  # no "-0.00" for a difference that rounds to zero
     return f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -186,18 +205,24 @@ def format_summary(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     return out
 
 
+def _paired_columns(paired: pd.DataFrame, a_mean: str, b_mean: str, a: str, b: str) -> dict[str, list[str]]:
+    """The display columns shared by every paired comparison: both means, the paired difference, wins and
+    the iterations ratio, headed with the two names ``a`` and ``b``."""
+    return {
+        f"{a} last (%)": [f"{v:.2f}" for v in paired[a_mean]],
+        f"{b} last (%)": [f"{v:.2f}" for v in paired[b_mean]],
+        f"{a} − {b} (paired)": [fmt_mean_std(m, sd, n) for m, sd, n in
+                                zip(paired["diff_mean"], paired["diff_std"], paired["seeds"])],
+        f"seeds {a} wins": [f"{w}/{n}" for w, n in zip(paired["wins"], paired["seeds"])],
+        f"iterations {a}/{b}": [f"{v:.2f}" for v in paired["iterations_ratio"]],
+    }
+
+
 def format_paired(paired: pd.DataFrame, a: str = "slkd", b: str = "kd") -> pd.DataFrame:
     """Display form of :func:`paired_difference`."""
-    name_a, name_b = METHOD_NAMES.get(a, a), METHOD_NAMES.get(b, b)
-    return pd.DataFrame({
-        "dataset": paired["dataset"], "pair": paired["teacher"] + " -> " + paired["student"],
-        f"{name_a} last (%)": [f"{v:.2f}" for v in paired[f"{a}_mean"]],
-        f"{name_b} last (%)": [f"{v:.2f}" for v in paired[f"{b}_mean"]],
-        f"{name_a} − {name_b} (paired)": [fmt_mean_std(m, sd, n) for m, sd, n in
-                                          zip(paired["diff_mean"], paired["diff_std"], paired["seeds"])],
-        f"seeds {name_a} wins": [f"{w}/{n}" for w, n in zip(paired["wins"], paired["seeds"])],
-        f"iterations {name_a}/{name_b}": [f"{v:.2f}" for v in paired["iterations_ratio"]],
-    })
+    return pd.DataFrame({"dataset": paired["dataset"], "pair": paired["teacher"] + " -> " + paired["student"],
+                         **_paired_columns(paired, f"{a}_mean", f"{b}_mean", METHOD_NAMES.get(a, a),
+                                           METHOD_NAMES.get(b, b))})
 
 
 def format_ablations(summary: pd.DataFrame) -> pd.DataFrame:

@@ -41,6 +41,8 @@ def test_format_mean_std():
     assert report.fmt_mean_std(93.0, math.sqrt(13.0), 3) == "93.00 ± 3.61"
     assert report.fmt_mean_std(80.0, 0.0, 1) == "80.00"  # one run: its value, no spread
     assert report.fmt_mean_std(math.nan, math.nan, 0) == "—"
+    assert report.fmt_mean_std(-0.001, 0.39, 2) == "0.00 ± 0.39"  # rounds to zero: no minus sign
+    assert report.fmt_mean_std(-0.006, 0.39, 2) == "-0.01 ± 0.39"
 
 
 def test_summarize_names_missing_columns():
@@ -57,6 +59,25 @@ def test_paired_difference_by_hand():
     assert paired["diff_std"] == pytest.approx(math.sqrt(4.5))
     assert paired["wins"] == 1 and paired["seeds"] == 2
     assert paired["iterations_ratio"] == pytest.approx(0.75)
+
+
+def test_paired_by_budget_pairs_within_each_budget_by_hand():
+    rows = [("d", "t", "s", "slkd", 0, 70.0, 70.0, 20, 75), ("d", "t", "s", "slkd", 1, 68.0, 68.0, 20, 75),
+            ("d", "t", "s", "kd", 0, 71.0, 71.0, 20, 100), ("d", "t", "s", "kd", 1, 67.0, 67.0, 20, 100),
+            ("d", "t", "s", "slkd", 0, 80.0, 80.0, 60, 225), ("d", "t", "s", "kd", 0, 78.0, 78.0, 60, 300),
+            ("d", "t", "s", "kd", 1, 99.0, 99.0, 60, 300)]  # KD seed 1 at 60 has no SLKD partner: left out
+    paired = report.paired_by_budget(_runs(rows), comparisons=[("slkd", "kd"), ("slkd", "vanilla")])
+    assert list(paired["epochs"]) == [20, 60] and set(paired["b"]) == {"kd"}  # no vanilla runs: no rows
+    at20, at60 = paired.iloc[0], paired.iloc[1]
+    # 20 epochs: differences -1 and +1 -> mean 0, sample std sqrt(2); SLKD wins seed 1 only
+    assert at20["diff_mean"] == pytest.approx(0.0) and at20["diff_std"] == pytest.approx(math.sqrt(2.0))
+    assert at20["wins"] == 1 and at20["seeds"] == 2
+    # 60 epochs: only seed 0 is paired: +2, KD's mean over the paired seeds is 78 (not (78 + 99) / 2)
+    assert at60["diff_mean"] == pytest.approx(2.0) and at60["b_mean"] == pytest.approx(78.0)
+    assert at60["seeds"] == 1 and at60["iterations_ratio"] == pytest.approx(0.75)
+    table = report.format_paired_by_budget(paired)
+    assert list(table["comparison"]) == ["SLKD − KD", "SLKD − KD"]
+    assert list(table["first − second (paired)"]) == ["0.00 ± 1.41", "2.00"]
 
 
 # ---------------------------------------------------------------------------------------------- references
