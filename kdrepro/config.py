@@ -247,6 +247,29 @@ class RunConfig:
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         return f"{cfg.method}-{cfg.dataset}-{cfg.model}-s{cfg.seed}-{digest}"
 
+    # ------------------------------------------------------------------ what a (resolved) run needs
+    @property
+    def has_teacher_run(self) -> bool:
+        """Whether the teacher is itself a run of the store (:meth:`teacher_config`): a distilling method
+        that names ``teacher``."""
+        return self.method != "ce" and self.teacher is not None
+
+    @property
+    def needs_teacher_features(self) -> bool:
+        """FitNets and attention transfer read the teacher's feature maps."""
+        return self.fitnet_weight > 0 or self.at_weight > 0
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether any loss term reads the teacher (KD, logit MSE or a feature loss)."""
+        return self.kd_weight > 0 or self.mse_weight > 0 or self.needs_teacher_features
+
+    @property
+    def reads_logit_cache(self) -> bool:
+        """Whether training takes the teacher's logits from the teacher-logit cache (:mod:`kdrepro.cache`)
+        instead of live forward passes: the cache holds logits only, so not with a feature loss."""
+        return self.needs_teacher and not self.needs_teacher_features and bool(self.teacher_cache)
+
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["epochs=30", "teacher.model=resnet32"]`` -> a nested dict, values parsed as YAML scalars/lists."""

@@ -165,8 +165,8 @@ class Trainer:
         if self.teacher is not None:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
-        self.need_features = cfg.fitnet_weight > 0 or cfg.at_weight > 0
-        self.need_teacher = cfg.kd_weight > 0 or cfg.mse_weight > 0 or self.need_features
+        self.need_features = cfg.needs_teacher_features
+        self.need_teacher = cfg.needs_teacher
         if self.need_teacher and self.teacher is None:
             raise ValueError(f"run {cfg.method!r} needs a teacher model")
         self.hint = None

@@ -66,6 +66,7 @@ _PROFILE_KEYS = {
 #: methods the budget study may train at every budget (table label -> run-config method)
 BUDGET_METHODS = {"vanilla": "ce", "kd": "kd", "slkd": "slkd"}
 _REQUIRED = ("name", "datasets", "seeds", "base", "pairs")
+_FROM_DATA = object()  # parse_profile's ints(): read the values from the profile
 #: columns of every tidy run table, in order (studies add ``axis``/``variant`` labels)
 RUN_COLUMNS = ("dataset", "teacher", "student", "method", "model", "variant", "seed", "epochs", "last_top1",
                "best_top1", "best_epoch", "iterations", "images_seen", "train_seconds", "wall_seconds", "run_id")
@@ -166,9 +167,11 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
         if key in data and not isinstance(data[key], kind):
             raise fail(f"{key} must be a {kind.__name__}, got {data[key]!r}")
 
-    def ints(key: str) -> tuple[int, ...]:
-        values = data.get(key, [])
-        if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    def ints(key: str, values: Any = _FROM_DATA) -> tuple[int, ...]:
+        """``values`` (default: ``data[key]``) as a tuple of distinct integers, else an error naming ``key``."""
+        values = data.get(key, []) if values is _FROM_DATA else values
+        if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in values):
             raise fail(f"{key} must be a non-empty list of integers, got {values!r}")
         if len(set(values)) != len(values):
             raise fail(f"{key} has duplicates: {values!r}")
@@ -238,10 +241,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
     for axis, values in data.get("axis_seeds", {}).items():
         if axis not in ablations:
             raise fail(f"axis_seeds: {axis!r} is not one of the profile's ablation axes {list(ablations)}")
-        if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                                 for v in values) or len(set(values)) != len(values):
-            raise fail(f"axis_seeds.{axis} must be a non-empty list of distinct integers, got {values!r}")
-        axis_seeds[axis] = tuple(values)
+        axis_seeds[axis] = ints(f"axis_seeds.{axis}", values)
     budget_methods = tuple(data.get("budget_methods", ("kd", "slkd")))
     for m in budget_methods:
         if m not in BUDGET_METHODS:
@@ -461,7 +461,7 @@ class Experiment:
             for planned in self.plan(study):
                 cfg = planned.config
                 chain = [cfg]
-                while chain[-1].method != "ce" and chain[-1].teacher is not None:
+                while chain[-1].has_teacher_run:
                     chain.append(chain[-1].teacher_config())
                 for c in reversed(chain):
                     seen.setdefault(c.run_id, c)

@@ -38,12 +38,8 @@ class PretrainError(RuntimeError):
 
 
 def uses_logit_cache(cfg: RunConfig) -> bool:
-    """Whether a run reads the teacher-logit cache (the engine's rule: a teacher is needed for the KD or MSE
-    term, no feature losses, and ``teacher_cache`` on)."""
-    if cfg.method == "ce" or cfg.teacher is None:
-        return False
-    features = cfg.fitnet_weight > 0 or cfg.at_weight > 0
-    return bool(cfg.teacher_cache) and not features and (cfg.kd_weight > 0 or cfg.mse_weight > 0)
+    """Whether a run reads the cache of a teacher run of the store (:attr:`RunConfig.reads_logit_cache`)."""
+    return cfg.has_teacher_run and cfg.reads_logit_cache
 
 
 def _cache_group(cfg: RunConfig) -> tuple:
@@ -72,12 +68,12 @@ def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[_Job]:
     """The unfinished runs of ``configs`` with the run ids each must wait for, in start order: teachers and
     the runs that build a logit cache first, then the longest runs first (so that no long run is left
     to finish alone at the end)."""
-    pending = {c.run_id: c for c in configs if store.status(store.run_dir(c)) != "finished"}
+    pending = {c.run_id: c for c in configs if store.status(c) != "finished"}
     builders: dict[tuple, str] = {}
     jobs = []
     for run_id, cfg in pending.items():
         needs, builds = set(), False
-        if cfg.method != "ce" and cfg.teacher is not None:
+        if cfg.has_teacher_run:
             teacher_id = cfg.teacher_config().run_id
             if teacher_id in pending:
                 needs.add(teacher_id)
@@ -88,7 +84,7 @@ def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[_Job]:
             else:
                 builders[group], builds = run_id, True
         jobs.append(_Job(cfg, needs, builds_cache=builds))
-    teachers = {j.cfg.teacher_config().run_id for j in jobs if j.cfg.method != "ce" and j.cfg.teacher is not None}
+    teachers = {j.cfg.teacher_config().run_id for j in jobs if j.cfg.has_teacher_run}
     return sorted(jobs, key=lambda j: (j.cfg.run_id not in teachers, not j.builds_cache, -j.cost))
 
 
@@ -123,13 +119,13 @@ def pretrain(configs: list[RunConfig], results: str | Path, jobs: int = 1, logs_
                     running.remove(job)
                     run_id = job.cfg.run_id
                     minutes = (time.time() - job.started) / 60
-                    if job.proc.returncode == 0 and store.status(store.run_dir(job.cfg)) == "finished":
+                    if job.proc.returncode == 0 and store.status(job.cfg) == "finished":
                         done.add(run_id)
                         s = store.load(run_id).summary
                         log(f"[{len(done) + len(failed)}/{total}] {run_id}: last {s['last_top1']:.2f}, "
                             f"best {s['best_top1']:.2f} ({minutes:.1f} min; {(time.time() - t0) / 60:.0f} min so far)")
                     elif lock_owner(store.lock_path(job.cfg)) is not None:
-                        waiting.append(_Job(job.cfg, job.needs, builds_cache=job.builds_cache))  # another process holds it: wait for that
+                        waiting.append(job)  # another process holds it: wait for that, then start again
                     else:
                         failed[run_id] = str(job.log)
                         log(f"[{len(done) + len(failed)}/{total}] {run_id} FAILED (exit {job.proc.returncode}); "
@@ -148,7 +144,7 @@ def pretrain(configs: list[RunConfig], results: str | Path, jobs: int = 1, logs_
                         break
                     if not job.needs <= done:
                         continue
-                    if store.status(store.run_dir(job.cfg)) == "finished":  # trained elsewhere meanwhile
+                    if store.status(job.cfg) == "finished":  # trained elsewhere meanwhile
                         waiting.remove(job)
                         done.add(job.cfg.run_id)
                         continue

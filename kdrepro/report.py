@@ -30,6 +30,8 @@ _REFERENCE_COLUMNS = ("dataset", "teacher", "student", "method", "top1", "source
 #: display names of the methods, in table order
 METHOD_NAMES = {"teacher": "teacher", "vanilla": "vanilla student", "kd": "KD", "fitnet": "FitNets", "at": "AT",
                 "slkd": "SLKD"}
+METHOD_COLOURS = {"vanilla": "tab:gray", "kd": "tab:blue", "slkd": "tab:orange", "fitnet": "tab:green",
+                  "at": "tab:purple"}
 
 
 # ------------------------------------------------------------------------------------------- references
@@ -481,12 +483,11 @@ def plot_efficiency(curves: pd.DataFrame):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
-    colours = METHOD_COLOURS
     styles = ["-", "--", ":", "-."]
     budgets = list(dict.fromkeys(curves["variant"]))
     for (method, variant, seed), run in curves.groupby(["method", "variant", "seed"], sort=False):
         first = seed == curves[(curves["method"] == method) & (curves["variant"] == variant)]["seed"].iloc[0]
-        kw = dict(color=colours.get(method), ls=styles[budgets.index(variant) % len(styles)], lw=1.2,
+        kw = dict(color=METHOD_COLOURS.get(method), ls=styles[budgets.index(variant) % len(styles)], lw=1.2,
                   label=f"{METHOD_NAMES.get(method, method)}, {variant}" if first else None)
         axes[0].plot(run["iterations"], run["test_top1"], **kw)
         axes[1].plot(run["wall_seconds"], run["test_top1"], **kw)
@@ -496,10 +497,6 @@ def plot_efficiency(curves: pd.DataFrame):
     axes[0].legend(fontsize="small")
     fig.tight_layout()
     return fig
-
-
-METHOD_COLOURS = {"vanilla": "tab:gray", "kd": "tab:blue", "slkd": "tab:orange", "fitnet": "tab:green",
-                  "at": "tab:purple"}
 
 
 def plot_budgets(summary: pd.DataFrame):

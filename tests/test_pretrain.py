@@ -66,7 +66,8 @@ def test_profiles_without_the_new_keys_plan_as_before():
 
 @pytest.mark.parametrize("changes, message", [
     ({"axis_seeds": {"colour": [0]}}, "axis_seeds: 'colour' is not one of the profile's ablation axes"),
-    ({"axis_seeds": {"order": [0, 0]}}, "axis_seeds.order must be a non-empty list of distinct integers"),
+    ({"axis_seeds": {"order": [0, 0]}}, "axis_seeds.order has duplicates"),
+    ({"axis_seeds": {"order": 3}}, "axis_seeds.order must be a non-empty list of integers"),
     ({"budget_methods": ["kd", "fitnet"]}, "budget_methods: 'fitnet' is not a method"),
     ({"budget_seeds": []}, "budget_seeds must be a non-empty list of integers"),
 ])
