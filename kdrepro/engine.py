@@ -70,6 +70,23 @@ def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return chunks
 
 
+def planned_steps(cfg: RunConfig, targets: torch.Tensor) -> int:
+    """The optimizer steps a run will take, from its schedule, its batch size and the class counts
+    ``targets`` of its training set: each phase's pool holds ``ceil(fraction * n_c)`` images of every class
+    (:func:`kdrepro.sequencer.select_pool`) and is cut into :func:`batches` every epoch."""
+    cfg = cfg.resolved()
+    counts = torch.bincount(targets.long()).tolist()
+    total = 0
+    for phase in cfg.schedule():
+        n = sum(sequencer._pool_size(phase.fraction, c) for c in counts if c) if phase.curriculum else len(targets)
+        steps = -(-n // cfg.batch_size)
+        remainder = n % cfg.batch_size
+        if steps > 1 and 0 < remainder < cfg.batch_size // 8:
+            steps -= 1
+        total += steps * (phase.end - phase.start)
+    return total
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -42,7 +42,7 @@ with warnings.catch_warnings():
     import tqdm.auto  # noqa: F401
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-STUDIES = ("baselines", "kd_baselines", "main", "ablations", "budgets")
+STUDIES = ("baselines", "kd_baselines", "main", "ablations", "budgets", "matched")
 ABLATION_AXES = ("score", "order", "pacing", "mse", "quirks")
 #: logit-MSE ablation: "on" keeps the recipe's weight (the authors' 0.05), "off" drops the term
 MSE_VARIANTS: dict[str, dict[str, Any]] = {"on": {}, "off": {"mse_weight": 0.0}}
@@ -61,7 +61,7 @@ _PROFILE_KEYS = {
     "name": str, "description": str, "hardware": str, "expected_time": str, "datasets": list,
     "dataset_options": dict, "seeds": list, "base": dict, "pairs": list, "budgets": list,
     "kd_baselines": dict, "ablations": dict, "ablation_seeds": list, "axis_seeds": dict, "budget_seeds": list,
-    "budget_methods": list,
+    "budget_methods": list, "method_seeds": dict, "matched_steps": dict,
 }
 #: methods the budget study may train at every budget (table label -> run-config method)
 BUDGET_METHODS = {"vanilla": "ce", "kd": "kd", "slkd": "slkd"}
@@ -115,6 +115,8 @@ class Profile:
     axis_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     budget_seeds: tuple[int, ...] | None = None
     budget_methods: tuple[str, ...] = ("kd", "slkd")
+    method_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    matched_steps: Mapping[int, int] = field(default_factory=dict)
 
 
 def list_profiles() -> list[str]:
@@ -252,13 +254,25 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
     budgets = ints("budgets") if "budgets" in data else ()
     if any(b < 1 for b in budgets):
         raise fail(f"budgets must be positive epoch counts, got {list(budgets)}")
+    matched = data.get("matched_steps", {})
+    if not all(isinstance(k, int) and isinstance(v, int) and not isinstance(k, bool) and not isinstance(v, bool)
+               and k >= 1 and v >= 1 for k, v in matched.items()):
+        raise fail(f"matched_steps must map SLKD epoch budgets to KD epoch budgets (positive integers), "
+                   f"e.g. {{300: 226}}; got {matched!r}")
+    method_seeds = {}
+    labels = ("vanilla", "kd", "slkd", *kd_baselines)
+    for label, values in data.get("method_seeds", {}).items():
+        if label not in labels:
+            raise fail(f"method_seeds: {label!r} is not a method of the profile's tables; choose from {', '.join(labels)}")
+        method_seeds[str(label)] = ints(f"method_seeds.{label}", values)
     profile = Profile(
         name=str(data["name"]), datasets=datasets, seeds=ints("seeds"), base=base, pairs=tuple(pairs),
         description=data.get("description", ""), hardware=data.get("hardware", ""),
         expected_time=data.get("expected_time", ""), dataset_options={k: dict(v) for k, v in options.items()},
         budgets=budgets, kd_baselines=kd_baselines, ablations=ablations,
         ablation_seeds=ints("ablation_seeds") if "ablation_seeds" in data else (0,), axis_seeds=axis_seeds,
-        budget_seeds=ints("budget_seeds") if "budget_seeds" in data else None, budget_methods=budget_methods)
+        budget_seeds=ints("budget_seeds") if "budget_seeds" in data else None, budget_methods=budget_methods,
+        method_seeds=method_seeds, matched_steps=matched)
     stem = Path(source).stem
     if source.endswith((".yaml", ".yml")) and profile.name != stem:
         raise fail(f"name {profile.name!r} must equal the file name {stem!r}")
@@ -294,10 +308,12 @@ class Experiment:
                 raise ProfileError(f"seeds must be None (the profile's) or a non-empty list of ints, got {seeds!r}")
             self.seeds = self.ablation_seeds = self.budget_seeds = tuple(seeds)
             self.axis_seeds: dict[str, tuple[int, ...]] = {}
+            self.method_seeds: dict[str, tuple[int, ...]] = {}
         else:
             self.seeds, self.ablation_seeds = self.profile.seeds, self.profile.ablation_seeds
             self.budget_seeds = self.profile.budget_seeds or self.ablation_seeds
             self.axis_seeds = dict(self.profile.axis_seeds)
+            self.method_seeds = dict(self.profile.method_seeds)
         self.results_dir = Path(results_dir)
         self.data_root = None if data_root is None else str(data_root)
         self.device = device
@@ -390,27 +406,39 @@ class Experiment:
         cfg = self.teacher_config(ds, pair)
         return Planned(self._labels(ds, pair, "teacher", cfg.seed), cfg)
 
+    def seeds_of(self, label: str) -> tuple[int, ...]:
+        """The seeds of one method of the baseline, KD and main tables: ``method_seeds[label]`` when the
+        profile sets it, else ``seeds``."""
+        return self.method_seeds.get(label, self.seeds)
+
+    def _by_seed(self, labels: Sequence[str]) -> Iterator[tuple[int, str]]:
+        """``(seed, label)`` seed by seed (every seed of any label, in order), each label at its own seeds."""
+        seeds = dict.fromkeys(s for label in labels for s in self.seeds_of(label))
+        for seed in seeds:
+            for label in labels:
+                if seed in self.seeds_of(label):
+                    yield seed, label
+
     def _plan_baselines(self) -> Iterator[Planned]:
         for ds, pair in self._pairs():
             yield self._teacher_planned(ds, pair)
-            for seed in self.seeds:
+            for seed, _ in self._by_seed(["vanilla"]):
                 yield Planned(self._labels(ds, pair, "vanilla", seed), self.student_config(ds, pair, "ce", seed))
 
     def _plan_kd_baselines(self) -> Iterator[Planned]:
         for ds, pair in self._pairs():
-            for seed in self.seeds:
-                yield Planned(self._labels(ds, pair, "vanilla", seed), self.student_config(ds, pair, "ce", seed))
-                yield Planned(self._labels(ds, pair, "kd", seed), self.student_config(ds, pair, "kd", seed))
-                for label, overrides in self.profile.kd_baselines.items():
-                    yield Planned(self._labels(ds, pair, label, seed),
-                                  self.student_config(ds, pair, "kd", seed, **overrides))
+            for seed, label in self._by_seed(["vanilla", "kd", *self.profile.kd_baselines]):
+                method = {"vanilla": "ce"}.get(label, "kd")
+                overrides = self.profile.kd_baselines.get(label, {})
+                yield Planned(self._labels(ds, pair, label, seed),
+                              self.student_config(ds, pair, method, seed, **overrides))
 
     def _plan_main(self) -> Iterator[Planned]:
         for ds, pair in self._pairs():
             yield self._teacher_planned(ds, pair)
-            for seed in self.seeds:
-                for label, method in (("vanilla", "ce"), ("kd", "kd"), ("slkd", "slkd")):
-                    yield Planned(self._labels(ds, pair, label, seed), self.student_config(ds, pair, method, seed))
+            for seed, label in self._by_seed(["vanilla", "kd", "slkd"]):
+                method = {"vanilla": "ce"}.get(label, label)
+                yield Planned(self._labels(ds, pair, label, seed), self.student_config(ds, pair, method, seed))
 
     def ablation_variants(self) -> list[tuple[str, str, dict[str, Any]]]:
         """``(axis, variant, run-config overrides)`` for every ablation of the profile."""
@@ -453,6 +481,47 @@ class Experiment:
                     for label in self.profile.budget_methods:
                         yield Planned(self._labels(ds, pair, label, seed, variant=f"{budget} epochs"),
                                       self.student_config(ds, pair, BUDGET_METHODS[label], seed, epochs=budget))
+
+    def matched_epochs(self, dataset: str, pair: Pair, epochs: int) -> tuple[int, int]:
+        """``(kd_epochs, slkd_steps)``: the optimizer steps an SLKD student of ``pair`` takes at ``epochs``
+        (computed from its schedule and the data set's class counts, :func:`kdrepro.engine.planned_steps`)
+        and the KD epoch budget whose steps come closest to them."""
+        from .data import load_dataset
+        from .engine import planned_steps
+
+        slkd = self.student_config(dataset, pair, "slkd", self.budget_seeds[0], epochs=epochs)
+        targets = load_dataset(dataset, root=self.data_root, train=True, **slkd.dataset_options).targets
+        kd = self.student_config(dataset, pair, "kd", self.budget_seeds[0], epochs=epochs)
+        steps, kd_per_epoch = planned_steps(slkd, targets), planned_steps(kd, targets) / epochs
+        return max(1, round(steps / kd_per_epoch)), steps
+
+    def check_matched_steps(self) -> None:
+        """Raise :class:`ProfileError` unless every ``matched_steps`` KD budget is the one whose steps come
+        closest to SLKD's (:meth:`matched_epochs`; loads the first data set)."""
+        for ds, pair in self._pairs(first_only=True):
+            for budget, kd_epochs in self.profile.matched_steps.items():
+                expected, steps = self.matched_epochs(ds, pair, budget)
+                if kd_epochs != expected:
+                    raise ProfileError(
+                        f"profile {self.profile.name!r}: matched_steps {budget}: {kd_epochs} KD epochs do not match "
+                        f"SLKD's {steps} optimizer steps at {budget} epochs; the closest KD budget is {expected}")
+
+    def _plan_matched(self) -> Iterator[Planned]:
+        """For every ``matched_steps`` entry ``{slkd_epochs: kd_epochs}``: SLKD at ``slkd_epochs``, KD at the
+        same epochs, and KD at ``kd_epochs``, the budget whose optimizer steps match SLKD's
+        (:meth:`matched_epochs`, checked by :meth:`check_matched_steps`; the recipe's lr drops scale with
+        the budget), for ``budget_seeds``: the "fewer iterations" claim at equal steps."""
+        for ds, pair in self._pairs(first_only=True):
+            for budget in self.profile.matched_steps:
+                kd_epochs = self.profile.matched_steps[budget]
+                for seed in self.budget_seeds:
+                    yield Planned(self._labels(ds, pair, "slkd", seed, variant=f"{budget} epochs", budget=budget),
+                                  self.student_config(ds, pair, "slkd", seed, epochs=budget))
+                    yield Planned(self._labels(ds, pair, "kd", seed, variant=f"{budget} epochs", budget=budget),
+                                  self.student_config(ds, pair, "kd", seed, epochs=budget))
+                    yield Planned(self._labels(ds, pair, "kd_matched", seed, variant=f"{kd_epochs} epochs",
+                                               budget=budget),
+                                  self.student_config(ds, pair, "kd", seed, epochs=kd_epochs))
 
     def all_configs(self) -> list[RunConfig]:
         """Every distinct run of every study (teachers first), in the order the notebooks would train them."""

@@ -152,6 +152,7 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
         from .pretrain import pretrain
 
         exp = Experiment(prof, results_dir=results, data_root=data_root, seeds=seeds, device=device)
+        exp.check_matched_steps()
         pretrain(exp.all_configs(), results, jobs=jobs, logs_dir=exp.out_dir / "logs",
                  log=lambda msg: print(msg, flush=True))
         if train_only:

@@ -13,7 +13,7 @@ from kdrepro import experiments, reproduce
 from kdrepro.config import RunConfig
 from kdrepro.experiments import Experiment, ProfileError
 
-BUNDLED = ("cpu", "demo", "paper", "smoke")
+BUNDLED = ("cpu", "cpu300", "demo", "paper", "smoke")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
@@ -28,7 +28,7 @@ def test_every_profile_expands_into_valid_run_configs(name):
     assert profile.name == name and profile.description and profile.hardware and profile.expected_time
     for study in experiments.STUDIES:
         planned = exp.plan(study)
-        assert planned, f"{name}/{study} plans no runs"
+        assert planned or (study == "matched" and not profile.matched_steps), f"{name}/{study} plans no runs"
         for p in planned:
             assert isinstance(p.config, RunConfig)
             again = RunConfig.from_dict(p.config.to_dict()).resolved()  # must not raise
@@ -39,7 +39,7 @@ def test_every_profile_expands_into_valid_run_configs(name):
                 expected.update(next(pair.teacher for pair in profile.pairs if pair.teacher_model == p.config.model))
                 expected.pop("model")
             for key, value in expected.items():
-                if key != "epochs" or study != "budgets":
+                if key != "epochs" or study not in ("budgets", "matched"):
                     assert getattr(p.config, key) == (tuple(value) if isinstance(value, list) else value), key
 
 
@@ -48,7 +48,7 @@ def test_students_distil_from_the_teacher_run_of_the_tables(name):
     exp = Experiment(name, results_dir="unused")
     teachers = {(p.labels["dataset"], p.labels["teacher"]): p.config.run_id
                 for p in exp.plan("main") if p.labels["method"] == "teacher"}
-    for study in ("kd_baselines", "main", "ablations", "budgets"):
+    for study in ("kd_baselines", "main", "ablations", "budgets", "matched"):
         for p in exp.plan(study):
             if p.config.method != "ce":
                 assert p.config.teacher_config().run_id == teachers[p.labels["dataset"], p.labels["teacher"]]
@@ -97,7 +97,7 @@ def test_runtime_parameters_reach_every_run_but_not_the_run_id():
 
 
 def test_unknown_profile_name_lists_the_available_ones():
-    with pytest.raises(ProfileError, match=r"unknown profile 'nope'; available: cpu, demo, paper, smoke"):
+    with pytest.raises(ProfileError, match=r"unknown profile 'nope'; available: cpu, cpu300, demo, paper, smoke"):
         experiments.load_profile("nope")
 
 
