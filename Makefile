@@ -22,7 +22,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[cluster]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (kdrepro)" >/dev/null
 	touch $(STAMP)
 
@@ -41,10 +41,11 @@ notebooks: $(STAMP)
 	$(PY) -m kdrepro.reproduce --profile smoke --store-in-place
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_kd.py
+	$(PY) benchmarks/bench_bf16_cpu.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -181,7 +181,8 @@ class ReferenceLoop:
 
     def run(self, steps: int, timed: bool = True) -> None:
         """``steps`` training steps; when ``timed``, add their time, teacher time and images to the totals."""
-        device, temperature, kd_weight = self.device, RECIPE["temperature"], RECIPE["kd_weight"]
+        device = self.device
+        temperature, kd_weight = RECIPE["losses"]["kd"]["T"], RECIPE["losses"]["kd"]["weight"]
         cudnn_benchmark = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = device.type == "cuda"  # as train_slkd.py sets it
         seconds = teacher_seconds = 0.0

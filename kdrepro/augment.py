@@ -66,15 +66,18 @@ class CropFlip:
         dy, dx, flip = (torch.as_tensor(t, dtype=torch.long) for t in (dy, dx, flip))
         return (dy * self._offsets + dx) * self._flips + flip
 
-    def apply(self, images: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
-        """Augment ``images`` ``[B, C, H, W]`` (any dtype) with one view each; same dtype, shape and device."""
+    def apply(self, images: torch.Tensor, views: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Augment ``images`` ``[B, C, H, W]`` (any dtype) with one view each; same dtype, shape and device.
+
+        ``check=False`` skips the range check of ``views`` (it reads two values back from the device: a host
+        synchronisation per batch on a GPU); the engine passes it for the views it drew itself."""
         if images.dim() != 4:
             raise ValueError(f"images must be a batch [B, C, H, W]; got shape {tuple(images.shape)}")
         batch, channels, height, width = images.shape
         views = torch.as_tensor(views, dtype=torch.long, device=images.device).reshape(-1)
         if len(views) != batch:
             raise ValueError(f"need one view per image: {batch} images but {len(views)} views")
-        if batch and (int(views.min()) < 0 or int(views.max()) >= self.num_views):
+        if check and batch and (int(views.min()) < 0 or int(views.max()) >= self.num_views):
             raise ValueError(
                 f"view ids must lie in [0, {self.num_views}) for {self!r}; "
                 f"got range [{int(views.min())}, {int(views.max())}]"

@@ -14,7 +14,6 @@ the same view up to float16 rounding (``tests/test_cache.py``).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import CropFlip
+from .rundir import atomic_save
 
 
 def state_dict_hash(model: torch.nn.Module) -> str:
@@ -97,20 +97,6 @@ class TeacherLogitCache:
         cache = cls.build(teacher, dataset, augment, device, progress=progress, channels_last=channels_last)
         atomic_save(cache.logits.cpu(), path)
         return cache, False
-
-
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash leaves no partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getbuffer())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _quiet(progress: bool | None) -> bool | None:

@@ -1,19 +1,33 @@
-"""The ``kdrepro`` command line: ``train``, ``runs``, ``show`` and ``download``.
+"""The ``kdrepro`` command line: ``train``, ``runs``, ``show``, ``download``, ``migrate`` and ``reproduce``.
 
 Examples::
 
     kdrepro train --config my_run.yaml --set epochs=30 --set teacher.model=resnet32
+    kdrepro train --set lr=1e-3 --set losses.kd.T=4 --dry-run
     kdrepro runs
     kdrepro show slkd-digits-resnet8-s0
+    kdrepro reproduce --profile cpu --jobs 2
+
+Every user error (a bad key or value, a missing file, a locked run, a full disk) is one line on stderr
+and a non-zero exit: 2 for a bad configuration, 1 otherwise. An unexpected error (a bug) prints one line
+too, and its traceback goes to a log file whose path that line gives; ``--debug`` prints it instead.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 from .config import ConfigError, RunConfig, merge, parse_overrides
+
+
+class UserError(RuntimeError):
+    """An error whose message says everything the user needs (no traceback)."""
 
 
 def _load_config_file(path: str) -> dict:
@@ -22,58 +36,118 @@ def _load_config_file(path: str) -> dict:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file {path} does not exist")
+    if p.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a YAML or JSON file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML/JSON: {err}") from None
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML/JSON ({first})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} cannot be read ({err})") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of run-config keys")
+        raise ConfigError(f"config file {path} must hold a mapping of run-config keys, not a {type(data).__name__}")
     return data
 
 
-def build_config(config_file: str | None, sets: list[str]) -> RunConfig:
+def build_config(config_file: str | None, sets: list[str], device: str | None = None) -> RunConfig:
+    """The resolved config of ``--config`` and ``--set`` (and ``--device``): every value checked."""
     data = _load_config_file(config_file) if config_file else {}
     data = merge(data, parse_overrides(sets or []))
+    if device:
+        data["device"] = device
     return RunConfig.from_dict(data).resolved()
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+
+def _describe_run(cfg: RunConfig) -> str:
+    terms = "+".join(cfg.active_terms())
+    cur = cfg.curriculum
+    curriculum = (f", curriculum {cur['score']}/{cur['order']}/{cur['pacing']}" if cur else "")
+    return f"{cfg.model}, {cfg.epochs} epochs, losses {terms}{curriculum}"
+
+
+def plan_lines(store, cfg: RunConfig, given: dict) -> list[str]:
+    """What ``train`` will do, teacher first: each run's id, what it trains and its state in the store."""
+    chain = [cfg]
+    while chain[-1].has_teacher_run:
+        chain.append(chain[-1].teacher_config())
+    lines = [f"plan ({store.runs_dir}):"]
+    for i, c in enumerate(reversed(chain), 1):
+        status = store.status(c)
+        owner = store.owner(c) if status != "finished" else None
+        state = {"finished": "finished: reused, not trained", "partial": "partial: resumes from its last epoch",
+                 "new": "new: trained now"}[status]
+        if owner is not None:
+            state = f"being trained by process {owner[1]} on {owner[0]}: waited for, then reused"
+        role = "teacher" if c is not cfg else cfg.method
+        where = ""
+        if c is not cfg:
+            given_teacher = given.get("teacher") or {}
+            if "epochs" in given_teacher:
+                where = " (epochs from teacher.epochs)"
+            elif "epochs" in given:
+                where = " (epochs: the student's, as no teacher.epochs is set)"
+            else:
+                where = f" (epochs: the {c.recipe} recipe's)"
+        lines.append(f"  {i}. {role:<7} {c.run_id}  {_describe_run(c)}{where}  [{state}]")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------ commands
 
 
 def cmd_train(args) -> int:
     from .runs import RunStore
 
-    cfg = build_config(args.config, args.set)
-    if args.device:
-        cfg = cfg.with_overrides(device=args.device).resolved()
+    given = merge(_load_config_file(args.config) if args.config else {}, parse_overrides(args.set or []))
+    cfg = build_config(args.config, args.set, args.device)
     store = RunStore(args.results)
     before = store.status(cfg)
+    for line in plan_lines(store, cfg, given):
+        print(line, file=sys.stderr if not args.dry_run else sys.stdout)
     if args.dry_run:
         print(json.dumps({"run_id": cfg.run_id, "status": before, "config": cfg.to_dict()}, indent=2))
         return 0
-    result = store.run(cfg)
+    result = store.run(cfg, wait=args.wait, log=lambda m: print(m, file=sys.stderr))
     s = result.summary
     verb = "found finished" if before == "finished" else ("resumed and finished" if before == "partial" else "trained")
     print(f"{verb} {result.run_id} in {result.run_dir}")
     print(f"  test top-1: last {s['last_top1']:.2f}  best {s['best_top1']:.2f} (epoch {s['best_epoch']})  "
           f"epochs {s['epochs']}  iterations {s['iterations']}  wall {s['wall_seconds']:.1f}s")
+    if s.get("flags"):
+        print(f"  warning: {', '.join(s['flags'])} (see README, Divergence)")
     return 0
 
 
 def cmd_runs(args) -> int:
+    from .executors import annotate_run_rows
     from .runs import RunStore
 
-    rows = RunStore(args.results).list()
+    store = RunStore(args.results)
+    rows = annotate_run_rows(store.list(), store.root)  # the states of submitted jobs (<results>/*/jobs/)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no runs in {RunStore(args.results).runs_dir}")
+        print(f"no runs in {store.runs_dir}")
         return 0
-    header = f"{'run id':<48} {'status':<9} {'epochs':>8} {'last top-1':>10} {'best top-1':>10}"
+    header = f"{'run id':<44} {'status':<9} {'epochs':>8} {'last top-1':>10} {'best top-1':>10}  variant"
     print(header)
     print("-" * len(header))
     for r in rows:
         last = f"{r['last_top1']:.2f}" if r["last_top1"] is not None else "-"
         best = f"{r['best_top1']:.2f}" if r["best_top1"] is not None else "-"
-        print(f"{r['run_id']:<48} {r['status']:<9} {r['epochs']:>8} {last:>10} {best:>10}")
+        note = r["label"] + (f"  [{', '.join(r['flags'])}]" if r["flags"] else "")
+        if r["problem"]:
+            note = f"PROBLEM: {r['problem']}"
+        if r.get("job") and r["status"] != "finished":
+            note += f"  [job {r['job']}; log {r['log']}]"
+        print(f"{r['run_id']:<44} {r['status']:<9} {r['epochs']:>8} {last:>10} {best:>10}  {note}")
     return 0
 
 
@@ -83,7 +157,7 @@ def cmd_show(args) -> int:
     store = RunStore(args.results)
     result = store.load(args.run)
     out = {"run_id": result.run_id, "status": store.status(result.run_dir), "run_dir": str(result.run_dir),
-           "config": result.config.to_dict(), "summary": result.summary}
+           "label": result.config.label(), "config": result.config.to_dict(), "summary": result.summary}
     if args.metrics:
         out["metrics"] = result.metrics()
     print(json.dumps(out, indent=2))
@@ -91,19 +165,47 @@ def cmd_show(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .data import load_dataset
+    import urllib.error
+
+    from .data import CorruptDatasetError, DatasetNotFoundError, load_dataset
 
     for split in (True, False):
-        ds = load_dataset(args.name, root=args.root, train=split, download=True)
+        try:
+            ds = load_dataset(args.name, root=args.root, train=split, download=True)
+        except (DatasetNotFoundError, CorruptDatasetError, ValueError):
+            raise
+        except (urllib.error.URLError, OSError, RuntimeError) as err:
+            reason = getattr(err, "reason", None) or err
+            raise UserError(f"{args.name}: the download failed ({reason}). Check the internet connection, or put "
+                            "the files under --root by hand (README, Data sets)") from None
         print(f"{args.name} {'train' if split else 'test'}: {len(ds)} images of shape {ds.image_shape}, "
               f"{ds.num_classes} classes")
     return 0
 
 
+def cmd_migrate(args) -> int:
+    from .migrate import migrate_store
+    from .runs import default_results_root
+
+    results = args.results or default_results_root()
+    done = migrate_store(results, dry_run=args.dry_run, data_root=args.data_root)
+    return 1 if any(m.action == "skipped" for m in done) and args.strict else 0
+
+
+def cmd_reproduce(args) -> int:
+    from . import reproduce
+
+    return reproduce.run_from_args(args)
+
+
 def make_parser() -> argparse.ArgumentParser:
+    from . import reproduce
+    from .runs import WAIT
+
     parser = argparse.ArgumentParser(
         prog="kdrepro",
         description="kdrepro: knowledge distillation via instance-level sequence learning (SLKD), reproduced.")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
@@ -112,14 +214,21 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=[common], help="train a run (or return it if already finished)",
                        description="Train one run: a teacher or vanilla student (method: ce), a KD student "
-                                   "(kd) or an SLKD student (slkd). A finished run is returned from the store "
+                                   "(kd) or an SLKD student (slkd). Prints the plan first (which runs, the teacher "
+                                   "included, how many epochs, where). A finished run is returned from the store "
                                    "without training; an unfinished one resumes from its last epoch. A student's "
-                                   "teacher is trained first when it is not in the store.")
-    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of run-config keys (see kdrepro/config.py)")
+                                   "teacher is trained first when it is not in the store; its epochs and recipe "
+                                   "are the student's unless teacher.* sets them. Keys: see kdrepro/config.py and "
+                                   "the README (losses.<term>.<param>, curriculum.<key>, lr, epochs, ...).")
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON file of run-config keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one key; repeatable; dotted keys reach the teacher (teacher.model=resnet32)")
+                   help="override one key; repeatable; dotted keys reach nested sections "
+                        "(teacher.model=resnet32, losses.kd.T=4, curriculum.order=hard_first)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and run id, train nothing")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the resolved config, train nothing")
+    p.add_argument("--wait", type=float, default=WAIT, metavar="SECONDS",
+                   help="how long to wait for a run (or its teacher) that another process is training "
+                        f"(default {WAIT / 86400:.0f} days)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("download", help="download a data set (cifar10, cifar100, svhn, cinic10, cifar10-5k)",
@@ -130,33 +239,96 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("runs", parents=[common], help="list the runs in the store with their status",
-                       description="List every run in the store: id, status (finished, partial, new), epochs "
-                                   "done, last- and best-epoch test top-1.")
+                       description="List every run in the store: id, status (finished, partial, running, new, "
+                                   "bad; for a run submitted by kdrepro reproduce --executor: pending, running, "
+                                   "failed or unknown, with its job and log), epochs done, last- and best-epoch test top-1, and what differs from its "
+                                   "method's preset. A run with damaged files is listed as bad, with the file.")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("show", parents=[common], help="show one run's config and summary",
                        description="Print a run's resolved configuration and summary as JSON.")
-    p.add_argument("run", help="run id, unique id prefix, or run folder")
+    p.add_argument("run", help="run id, unique id prefix, former id, or run folder")
     p.add_argument("--metrics", action="store_true", help="include the per-epoch metrics")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("migrate", parents=[common], help="upgrade a run store to the current run ids",
+                       description="Move every run folder of a store written by an earlier kdrepro to its current "
+                                   "run id, after checking that the converted config computes the same run; "
+                                   "nothing is retrained. Old ids keep working (runs/migrations.jsonl).")
+    p.add_argument("--dry-run", action="store_true", help="say what would move, move nothing")
+    p.add_argument("--data-root", default=None, metavar="DIR", help="where the runs' data sets are")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a run was skipped")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("reproduce", help="run a profile's notebooks headless (same as python -m kdrepro.reproduce)",
+                       description=reproduce.DESCRIPTION)
+    reproduce.add_arguments(p)
+    p.set_defaults(func=cmd_reproduce)
     return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .data import CorruptDatasetError, DatasetNotFoundError
+    from .engine import CheckpointError, DataChangedError, TrainingDiverged
+    from .experiments import ProfileError
+    from .pretrain import PretrainError
+    from .reproduce import ReproduceError
+    from .rundir import RunFileError
+    from .runs import LockLostError, RunLockedError
+
+    return (UserError, FileNotFoundError, RunFileError, DataChangedError, CheckpointError, TrainingDiverged,
+            RunLockedError, LockLostError, DatasetNotFoundError, CorruptDatasetError, ProfileError, PretrainError,
+            ReproduceError, OSError)
+
+
+def _bug_report(err: BaseException) -> str:
+    """Write the traceback to a log file; return its path."""
+    text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    path = Path(tempfile.gettempdir()) / f"kdrepro-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        path.write_text(f"kdrepro {' '.join(sys.argv[1:])}\n\n{text}")
+        return str(path)
+    except OSError:
+        return "(could not write a log file; run again with --debug)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"kdrepro: configuration error: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"kdrepro: error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        print("kdrepro: interrupted; the run resumes from its last finished epoch", file=sys.stderr)
+        print("kdrepro: interrupted; a run resumes from its last finished epoch", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `kdrepro runs | head`: the reader went away
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
+    except Exception as err:
+        if isinstance(err, _user_errors()):
+            message = str(err).strip().replace("\n", "\n  ")
+            if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.filename:
+                from .rundir import _fs_problem
+
+                message = f"{err.filename}: {_fs_problem(err)}"
+            print(f"kdrepro: error: {message}", file=sys.stderr)
+            return 1
+        if args.debug:
+            traceback.print_exc()
+        else:
+            log = _bug_report(err)
+            print(f"kdrepro: unexpected error ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                  f"this is probably a bug. The full report: {log} (or run again with --debug)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

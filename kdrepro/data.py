@@ -46,6 +46,8 @@ __all__ = [
     "load_dataset",
     "list_datasets",
     "build_cifar10_5k",
+    "data_fingerprint",
+    "split_fingerprint",
     "CIFAR10_CLASSES",
 ]
 
@@ -198,13 +200,15 @@ def _corrupt(
     return CorruptDatasetError(f"{path}: {problem}; {remedy}.")
 
 
-def _check_labels(path: Path, labels: np.ndarray, n: int, num_classes: int) -> np.ndarray:
+def _check_labels(path: Path, labels: np.ndarray, n: int, num_classes: int, remedy: str | None = None) -> np.ndarray:
+    extra = () if remedy is None else (remedy,)
     if labels.ndim != 1 or len(labels) != n:
-        raise _corrupt(path, f"expected {n} labels (one per image), found shape {labels.shape}")
+        raise _corrupt(path, f"expected {n} labels (one per image), found shape {labels.shape}", *extra)
     if not np.issubdtype(labels.dtype, np.integer):
-        raise _corrupt(path, f"labels must be integers, found dtype {labels.dtype}")
+        raise _corrupt(path, f"labels must be integers, found dtype {labels.dtype}", *extra)
     if n and (labels.min() < 0 or labels.max() >= num_classes):
-        raise _corrupt(path, f"labels must lie in [0, {num_classes}), found range [{labels.min()}, {labels.max()}]")
+        raise _corrupt(path, f"labels must lie in [0, {num_classes}), found range [{labels.min()}, {labels.max()}]",
+                       *extra)
     return labels.astype(np.int64)
 
 
@@ -595,7 +599,11 @@ def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
         if isinstance(err, CorruptDatasetError):
             raise
-        raise _corrupt(path, f"is not a readable .npz archive ({type(err).__name__}: {err})", remedy) from err
+        if "allow_pickle" in str(err) or "pickle" in str(err).lower():
+            raise _corrupt(path, "holds Python objects (pickled arrays), which kdrepro does not load (loading them can "
+                                 "run code)", "save plain numeric arrays") from None
+        raise _corrupt(path, f"is not a readable .npz archive ({type(err).__name__}: {str(err).splitlines()[0]})",
+                       remedy) from None
     missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)
     if missing:
         raise _corrupt(path, f"lacks the arrays {sorted(missing)} (found {sorted(arrays)})", remedy)
@@ -631,6 +639,11 @@ def _load_npz(
     """
     file = _user_path("npz", path)
     arrays = _read_npz_arrays(file)
+    remedy = "fix the arrays in your file and save it again"
+    for key in ("x_train", "x_test"):
+        if arrays[key].ndim != 4 or len(arrays[key]) == 0:
+            raise _corrupt(file, f"{key!r} must hold at least one image [N, C, H, W] or [N, H, W, C], found shape "
+                                 f"{arrays[key].shape}", remedy)
     x_train = _to_nchw(file, "x_train", arrays["x_train"], layout)
     x_test = _to_nchw(file, "x_test", arrays["x_test"], layout)
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -643,7 +656,7 @@ def _load_npz(
         top = max((int(v.max()) for v in labels if v.size and np.issubdtype(v.dtype, np.integer)), default=0)
         classes = [str(i) for i in range(top + 1)]
     x, key = (x_train, "y_train") if train else (x_test, "y_test")
-    y = _check_labels(file, np.asarray(arrays[key]), len(x), len(classes))
+    y = _check_labels(file, np.asarray(arrays[key]), len(x), len(classes), remedy)
     mean, std = _channel_stats(x_train)
     return _make("npz", x, y, classes, mean, std)
 
@@ -689,6 +702,129 @@ _LOADERS: dict[str, Callable[..., ImageDataset]] = {
     "npz": _load_npz,
     "imagefolder": _load_imagefolder,
 }
+
+
+# --------------------------------------------------------------------------------------------------
+# Data identity: what a run id records about its data (kdrepro.config.RunConfig.identity)
+
+#: content fingerprints (:func:`split_fingerprint`) of fixed data sets, used when the files are not here
+#: (planning without the data); checked against the files whenever they are
+KNOWN_FINGERPRINTS = {"cifar10-5k": "f1516047c8d7b99c"}
+_OFFICIAL = ("cifar10", "cifar100", "svhn")
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def split_fingerprint(train: "ImageDataset", test: "ImageDataset") -> str:
+    """16 hex digits identifying the content of a data set: both splits' images and targets and the class
+    names (a BLAKE2b hash over :meth:`ImageDataset.fingerprint` of each split)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (train.fingerprint(), test.fingerprint(), "\x1f".join(map(str, train.classes))):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def _official_files(name: str) -> dict[str, str]:
+    """``{file name: MD5}`` of the official release (torchvision's own lists)."""
+    from ._torchvision import import_torchvision
+
+    datasets = import_torchvision().datasets
+    if name == "svhn":
+        return {v[1]: v[2] for k, v in datasets.SVHN.split_list.items() if k in ("train", "test")}
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    return {f: md5 for f, md5 in cls.train_list + cls.test_list}
+
+
+def _sources(name: str, roots: list[Path], options: dict) -> list[Path]:
+    """The files a data set would be read from (those that exist; empty when it is not here)."""
+    def walk(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+    if name in ("cifar10", "cifar100"):
+        folder, _ = _find_dir(roots, {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name])
+        return walk(folder) if folder else []
+    if name == "svhn":
+        found = [next((p for r in roots for p in (r / f, r / "svhn" / f) if p.is_file()), None)
+                 for f in ("train_32x32.mat", "test_32x32.mat")]
+        return [p for p in found if p is not None]
+    if name in ("npz", "imagefolder", "cifar10-5k") and options.get("path") is not None:
+        path = Path(options["path"]).expanduser().absolute()
+        return [path] if path.is_file() else walk(path)
+    if name == "cifar10-5k":
+        shared = Path("shared") / "data" / "cifar10-5k.npz"
+        candidates = [r / "cifar10-5k.npz" for r in roots] + [Path.cwd().parent / shared, _repo_root().parent / shared]
+        npz = next((c for c in candidates if c.is_file()), None) if options.get("per_batch", CIFAR10_5K_PER_BATCH) \
+            == CIFAR10_5K_PER_BATCH else None
+        return [npz] if npz else _sources("cifar10", roots, {})
+    if name == "cinic10":
+        folder, _ = _find_cinic_dir(roots)
+        return walk(folder / "train") + walk(folder / "test") if folder else []
+    return []
+
+
+#: images per class and split of the official CINIC-10 release (train and test; valid/ is not used)
+CINIC10_PER_CLASS = 9000
+
+
+def _official_cinic_layout(files: list[Path]) -> bool:
+    """Whether CINIC-10's train/ and test/ hold exactly the release's 9,000 PNGs per class (a layout check:
+    the release has no per-file checksums; its archive's MD5 is checked when kdrepro downloads it)."""
+    counts: dict[tuple[str, str], int] = {}
+    for f in files:
+        if f.suffix.lower() == ".png":
+            key = (f.parent.parent.name, f.parent.name)
+            counts[key] = counts.get(key, 0) + 1
+    return len(counts) == 20 and all(n == CINIC10_PER_CLASS for n in counts.values())
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(name: str, root: str | os.PathLike | None = None, **options) -> str:
+    """What identifies a data set's content in a run id, independent of where it lives.
+
+    * CIFAR-10, CIFAR-100, SVHN: ``"<name>-official"`` when every file matches the official release's MD5
+      (or when the files are not here yet: they are checked when a run loads them), else the content
+      fingerprint of the files found (a modified copy gets its own runs);
+    * CINIC-10: ``"cinic10-official"`` when its train/ and test/ have the release's layout (9,000 PNGs per
+      class and split; the release publishes no per-file checksums) or are not here yet;
+    * every other data set (and CIFAR files that differ from the release): :func:`split_fingerprint` of
+      the loaded splits. For ``cifar10-5k`` without its files, the known fingerprint of the official
+      subset (:data:`KNOWN_FINGERPRINTS`).
+
+    Memoised per process by the files' paths, sizes and modification times, so a changed file is
+    fingerprinted again. Raises like :func:`load_dataset` when the data are needed and missing.
+    """
+    key_name = name.lower() if isinstance(name, str) else name
+    if key_name not in _LOADERS:
+        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(_LOADERS)}")
+    roots = _search_roots(root)
+    sources = _sources(key_name, roots, options)
+    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sources)
+    key = (key_name, tuple(map(str, roots)), repr(sorted(options.items())), stats)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = _compute_fingerprint(key_name, root, options, sources)
+    return _FINGERPRINTS[key]
+
+
+def _compute_fingerprint(name: str, root, options: dict, sources: list[Path]) -> str:
+    if name in _OFFICIAL:
+        official = _official_files(name)
+        found = {p.name: p for p in sources if p.name in official}
+        if not found or (set(found) == set(official) and all(_md5(p) == official[n] for n, p in found.items())):
+            return f"{name}-official"
+    if name in KNOWN_FINGERPRINTS and not sources and set(options) <= {"path"} and "path" not in options:
+        return KNOWN_FINGERPRINTS[name]
+    if name == "cinic10" and (not sources or _official_cinic_layout(sources)):
+        return "cinic10-official"
+    train = load_dataset(name, root=root, train=True, **options)
+    test = load_dataset(name, root=root, train=False, **options)
+    return split_fingerprint(train, test)
 
 
 def list_datasets() -> list[str]:

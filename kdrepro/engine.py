@@ -21,13 +21,14 @@ method, and airbench where it defines speed:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
 import math
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -36,12 +37,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__, losses, sequencer
+from . import __version__, sequencer
 from .augment import CropFlip
-from .cache import TeacherLogitCache, _quiet, atomic_save
+from .cache import TeacherLogitCache, _quiet
 from .config import RunConfig
-from .data import ImageDataset, load_dataset
+from .data import ImageDataset, data_fingerprint, load_dataset
 from .models import create_model
+from .rundir import RunDir, RunFileError, remove_stale_temporaries
+from .terms import TERMS, StepInputs, TermContext
 
 EVAL_BATCH = 1000
 
@@ -98,11 +101,17 @@ def resolve_device(name: str) -> torch.device:
 def load_checkpoint(path: Path, device: torch.device) -> dict:
     """``torch.load(weights_only=True)`` with an error that says which file and what to do."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:
-        first_line = (str(err).strip().splitlines() or [""])[0][:200]
-        raise CheckpointError(f"cannot read checkpoint {path} ({type(err).__name__}: {first_line}). It is corrupt or "
-                              "from an incompatible version; delete it to restart the run from scratch.") from None
+        return RunDir(Path(path).parent).load(path, map_location=device)
+    except RunFileError as err:
+        raise CheckpointError(str(err)) from None
+
+
+def autocast_context(device: torch.device, bf16: bool):
+    """bf16 autocast on the device (CUDA; or a CPU, where it needs AVX-512 BF16 or AMX to be fast), or a
+    no-op context."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def load_state(module: nn.Module, state: dict, path: Path, what: str) -> None:
@@ -128,7 +137,7 @@ def evaluate(model: nn.Module, dataset: ImageDataset, images: torch.Tensor, targ
     """Top-1 and top-5 accuracy (%) on un-augmented images."""
     was_training = model.training
     model.eval()
-    correct1 = correct5 = 0
+    correct = torch.zeros(2, dtype=torch.long, device=images.device)  # read once, at the end
     k = min(5, dataset.num_classes)
     for start in range(0, len(images), EVAL_BATCH):
         x = dataset.normalize(images[start:start + EVAL_BATCH])
@@ -136,9 +145,10 @@ def evaluate(model: nn.Module, dataset: ImageDataset, images: torch.Tensor, targ
             x = x.contiguous(memory_format=torch.channels_last)
         y = targets[start:start + EVAL_BATCH]
         top = model(x).topk(k, dim=1).indices
-        correct1 += (top[:, 0] == y).sum().item()
-        correct5 += (top == y[:, None]).any(dim=1).sum().item()
+        correct[0] += (top[:, 0] == y).sum()
+        correct[1] += (top == y[:, None]).any(dim=1).sum()
     model.train(was_training)
+    correct1, correct5 = correct.tolist()
     return 100.0 * correct1 / len(images), 100.0 * correct5 / len(images)
 
 
@@ -152,13 +162,31 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A teacher to build once the data set (and so its class count) is loaded: an architecture, its
+    options and a weights file (a teacher run's ``weights.pt`` or a published checkpoint)."""
+
+    model: str
+    weights: str
+    options: dict = field(default_factory=dict)
+
+    def build(self, num_classes: int, in_channels: int) -> nn.Module:
+        return create_model(self.model, num_classes, in_channels=in_channels, weights=self.weights, **self.options)
+
+
+class DataChangedError(RuntimeError):
+    """The data a run would load are not the data its config was made for."""
+
+
 class Trainer:
     """Trains one run into ``run_dir``; :meth:`fit` resumes from ``checkpoints/latest.pt`` when present."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | os.PathLike, teacher: nn.Module | None = None,
+    def __init__(self, cfg: RunConfig, run_dir: str | os.PathLike | RunDir, teacher: nn.Module | TeacherSpec | None = None,
                  cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
         self.cfg = cfg.resolved()
-        self.run_dir = Path(run_dir)
+        self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+        self.run_dir = self.run.path
         self.cache_dir = Path(cache_dir) if cache_dir else self.run_dir.parent.parent / "cache"
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.device = resolve_device(self.cfg.device)
@@ -167,35 +195,46 @@ class Trainer:
         cfg = self.cfg
         self.train_set = load_dataset(cfg.dataset, root=cfg.data_root, train=True, **cfg.dataset_options)
         self.test_set = load_dataset(cfg.dataset, root=cfg.data_root, train=False, **cfg.dataset_options)
+        found = data_fingerprint(cfg.dataset, root=cfg.data_root, **cfg.dataset_options)
+        if found != cfg.data_fingerprint:
+            raise DataChangedError(
+                f"the {cfg.dataset!r} data found now (fingerprint {found}) are not the data this run was configured "
+                f"for ({cfg.data_fingerprint}); a run's results belong to its data. Resolve the config again "
+                "(a new run id) or restore the original files.")
         self.images = self.train_set.images.to(self.device)
         self.targets = self.train_set.targets.to(self.device)
         self.test_images = self.test_set.images.to(self.device)
         self.test_targets = self.test_set.targets.to(self.device)
         self.augment = CropFlip(padding=cfg.crop_padding if cfg.augment else 0, hflip=cfg.hflip and cfg.augment)
         self.schedule = cfg.schedule()
+        self.curriculum = cfg.curriculum_config()
 
-        torch.manual_seed(cfg.seed)
         channels = self.train_set.image_shape[0]
+        if isinstance(teacher, TeacherSpec):  # built before seeding: its construction must not move the RNG
+            teacher = teacher.build(self.train_set.num_classes, channels)
+        torch.manual_seed(cfg.seed)
         self.student = create_model(cfg.model, self.train_set.num_classes, in_channels=channels,
                                     **cfg.model_options).to(self.device)
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
         if self.teacher is not None:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
-        self.need_features = cfg.needs_teacher_features
+        req = cfg.requirements()
+        self.need_features = "teacher_features" in req            # live teacher forward with features
+        self.need_student_features = "student_features" in req
         self.need_teacher = cfg.needs_teacher
+        self.need_step_teacher = bool(req & {"teacher_logits", "teacher_features"})
+        self.need_snapshot = "snapshot" in req
         if self.need_teacher and self.teacher is None:
             raise ValueError(f"run {cfg.method!r} needs a teacher model")
-        self.hint = None
-        params = list(self.student.parameters())
-        if cfg.fitnet_weight > 0:
-            s_ch, t_ch = self.student.stage_channels, self.teacher.stage_channels
-            for name, chans in (("student", s_ch), ("teacher", t_ch)):
-                if not -len(chans) <= cfg.fitnet_stage < len(chans):
-                    raise ValueError(f"fitnet_stage={cfg.fitnet_stage} is out of range for the {name} "
-                                     f"({len(chans)} stages)")
-            self.hint = losses.FitNetHint(s_ch[cfg.fitnet_stage], t_ch[cfg.fitnet_stage]).to(self.device)
-            params += list(self.hint.parameters())
+        # the loss terms, in summation order; built right after the student, so that the global RNG gives
+        # every trainable extra (e.g. the FitNets regressor) the same initialisation on every run
+        ctx = TermContext(num_classes=self.train_set.num_classes, num_samples=len(self.train_set),
+                          student=self.student, teacher=self.teacher, device=self.device, seed=cfg.seed,
+                          targets=self.train_set.targets)
+        self.terms = nn.ModuleDict({name: TERMS.get(name)(params, ctx) for name, params in cfg.active_terms().items()})
+        self.terms.to(self.device)
+        params = list(self.student.parameters()) + list(self.terms.parameters())
         if cfg.channels_last:
             self.student = self.student.to(memory_format=torch.channels_last)
             if self.teacher is not None:
@@ -205,14 +244,14 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones=list(cfg.milestones),
                                                               gamma=cfg.gamma)
         self.forward = torch.compile(self.student) if cfg.compile else self.student
-        self.autocast = cfg.bf16 and self.device.type == "cuda"
-        if cfg.bf16 and not self.autocast:
-            self.log("bf16 autocast is for GPUs; training in float32 on the CPU")
+        self.autocast = autocast_context(self.device, cfg.bf16)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.cache: TeacherLogitCache | None = None
         self.teacher_source = "none"
         self.snapshot: nn.Module | None = None
         self._metrics: list[dict] = []
+        #: called before every epoch (the run store checks that it still holds the run's lock)
+        self.epoch_hook: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ teacher
     def prepare_teacher(self) -> None:
@@ -220,7 +259,7 @@ class Trainer:
             return
         if self.need_features:
             self.teacher_source = "live"
-            self.log("teacher: live forward passes (FitNets/AT need the teacher's feature maps, which the "
+            self.log("teacher: live forward passes (a loss term needs the teacher's feature maps, which the "
                      "logit cache does not hold)")
             return
         if not self.cfg.teacher_cache:
@@ -249,99 +288,95 @@ class Trainer:
         all_idx = torch.arange(len(self.train_set))
         if not phase.curriculum:
             return all_idx
-        cfg = self.cfg
+        cur = self.curriculum
         snapshot = copy.deepcopy(self.student).eval()
         for p in snapshot.parameters():
             p.requires_grad_(False)
-        atomic_save(snapshot.state_dict(), self.run_dir / "snapshots" / f"phase{phase.index}.pt")
+        self.run.save(snapshot.state_dict(), self.run.snapshot(phase.index))
         teacher_logits = None
-        if cfg.score == "teacher_kl":
-            teacher_logits = (self.cache.lookup(all_idx.to(self.device),
-                                                torch.full_like(all_idx, self.augment.identity_view).to(self.device))
-                              if self.cache is not None else None)
-        scores = sequencer.score_instances(snapshot, self.train_set, cfg.score, teacher=self.teacher,
+        if sequencer.SCORES.get(cur.score).needs_teacher and self.cache is not None:
+            teacher_logits = self.cache.lookup(all_idx.to(self.device),
+                                               torch.full_like(all_idx, self.augment.identity_view).to(self.device))
+        scores = sequencer.score_instances(snapshot, self.train_set, cur.score, teacher=self.teacher,
                                            device=self.device, teacher_logits=teacher_logits)
-        pool = sequencer.select_pool(scores, self.train_set.targets, phase.fraction, cfg.order, self.generator)
-        top1, top5 = evaluate(snapshot, self.test_set, self.test_images, self.test_targets, cfg.channels_last)
-        atomic_save({"phase": phase.index, "start_epoch": phase.start, "end_epoch": phase.end,
-                     "fraction": phase.fraction, "score": cfg.score, "order": cfg.order,
-                     "scores": scores.float().cpu(), "targets": self.train_set.targets.cpu(),
-                     "pool": pool.cpu(), "snapshot_test_top1": top1, "snapshot_test_top5": top5},
-                    self.run_dir / "curriculum" / f"phase{phase.index}.pt")
-        self.snapshot = snapshot if cfg.quirk_mse_to_snapshot else None
+        pool = sequencer.select_pool(scores, self.train_set.targets, phase.fraction, cur.order, self.generator)
+        top1, top5 = evaluate(snapshot, self.test_set, self.test_images, self.test_targets, self.cfg.channels_last)
+        self.run.save({"phase": phase.index, "start_epoch": phase.start, "end_epoch": phase.end,
+                       "fraction": phase.fraction, "score": cur.score, "order": cur.order,
+                       "scores": scores.float().cpu(), "targets": self.train_set.targets.cpu(),
+                       "pool": pool.cpu(), "snapshot_test_top1": top1, "snapshot_test_top5": top5},
+                      self.run.curriculum_record(phase.index))
+        self.snapshot = snapshot if self.need_snapshot else None
         self.log(f"phase {phase.index}: epochs {phase.start + 1}-{phase.end}, {len(pool)}/{len(self.train_set)} "
-                 f"images ({phase.fraction:.0%} of each class, {cfg.order}, {cfg.score}); snapshot top-1 {top1:.2f}")
+                 f"images ({phase.fraction:.0%} of each class, {cur.order}, {cur.score}); snapshot top-1 {top1:.2f}")
         return pool
 
     # ------------------------------------------------------------------ one epoch
-    def train_epoch(self, pool: torch.Tensor, phase: sequencer.Phase) -> dict:
-        cfg = self.cfg
-        self.student.train()
+    def epoch_plan(self, pool: torch.Tensor, phase: sequencer.Phase) -> tuple[list[torch.Tensor], torch.Tensor, bool]:
+        """The epoch's batches of indices and every image's view, drawn once at the epoch start from the
+        run's CPU generator (a seed gives the same batches on every device): the shuffle, then one view
+        per image in batch order (the same numbers as drawing them batch by batch)."""
         order = pool[torch.randperm(len(pool), generator=self.generator)]
-        augment_now = cfg.augment and not (cfg.quirk_no_warmup_augment and cfg.method == "slkd"
-                                           and not phase.curriculum)
-        sums: dict[str, float] = {}
-        correct = seen = steps = 0
-        for idx_cpu in batches(order, cfg.batch_size):
-            if augment_now:
-                views_cpu = self.augment.sample_views(len(idx_cpu), generator=self.generator)
-            else:
-                views_cpu = torch.full((len(idx_cpu),), self.augment.identity_view, dtype=torch.long)
-            idx, views = idx_cpu.to(self.device), views_cpu.to(self.device)
-            x = self.train_set.normalize(self.augment.apply(self.images[idx], views))
+        augment_now = self.cfg.augment and not (self.curriculum is not None and
+                                                self.curriculum.quirk_no_warmup_augment and not phase.curriculum)
+        if augment_now:
+            views = self.augment.sample_views(len(order), generator=self.generator)
+        else:
+            views = torch.full((len(order),), self.augment.identity_view, dtype=torch.long)
+        return batches(order, self.cfg.batch_size), views, augment_now
+
+    def train_epoch(self, pool: torch.Tensor, phase: sequencer.Phase, epoch: int | None = None) -> dict:
+        """One epoch over ``pool``. Loss parts and correct counts accumulate on the device (float64) and are
+        read once at the end: nothing in a step makes the CPU wait for the device."""
+        cfg = self.cfg
+        epoch = len(self._metrics) + 1 if epoch is None else epoch
+        self.student.train()
+        chunks, views_all, _ = self.epoch_plan(pool, phase)
+        order_dev = torch.cat(chunks).to(self.device, non_blocking=True)
+        views_dev = views_all.to(self.device, non_blocking=True)
+        sums: dict[str, torch.Tensor] = {}
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = steps = start = 0
+        for chunk in chunks:
+            n = len(chunk)
+            idx, views = order_dev[start:start + n], views_dev[start:start + n]
+            start += n
+            x = self.train_set.normalize(self.augment.apply(self.images[idx], views, check=False))
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = self.targets[idx]
             t_logits = t_feats = None
-            if self.need_teacher:
+            if self.need_step_teacher:
                 t_logits, t_feats = self._teacher_logits(x, idx, views)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
-                if self.need_features:
+            with self.autocast:
+                if self.need_student_features:
                     s_logits, s_feats = self.forward(x, return_features=True)
                 else:
                     s_logits, s_feats = self.forward(x), None
-                parts = self._losses(s_logits, s_feats, y, t_logits, t_feats, x, phase)
+                step = StepInputs(student_logits=s_logits, targets=y, indices=idx, images=x, epoch=epoch,
+                                  curriculum=phase.curriculum, student_features=s_feats, teacher_logits=t_logits,
+                                  teacher_features=t_feats, snapshot=self.snapshot)
+                parts = {}
+                for term in self.terms.values():
+                    if term.applies(phase.curriculum):
+                        parts.update(term(step))
                 loss = sum(parts.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            n = len(idx)
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v.item() * n
-            sums["loss"] = sums.get("loss", 0.0) + loss.item() * n
-            correct += (s_logits.argmax(1) == y).sum().item()
+                sums[k] = sums[k] + v.detach().double() * n if k in sums else v.detach().double() * n
+            sums["loss"] = sums["loss"] + loss.detach().double() * n if "loss" in sums else loss.detach().double() * n
+            correct += (s_logits.detach().argmax(1) == y).sum()
             seen += n
             steps += 1
-        out = {f"train_{k}": v / seen for k, v in sums.items()}
+        out = {f"train_{k}": v.item() / seen for k, v in sums.items()}
         if not all(math.isfinite(v) for v in out.values()):
-            raise TrainingDiverged(f"training diverged in epoch {len(self._metrics) + 1} of {self.run_dir.name} "
+            raise TrainingDiverged(f"training diverged in epoch {epoch} of {self.run_dir.name} "
                                    f"(non-finite loss: {out}); nothing of this epoch was saved. Lower lr or a "
                                    "loss weight, or turn off the option that caused it.")
-        out.update(train_top1=100.0 * correct / seen, steps=steps, images=seen)
+        out.update(train_top1=100.0 * correct.item() / seen, steps=steps, images=seen)
         return out
-
-    def _losses(self, s_logits, s_feats, y, t_logits, t_feats, x, phase) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        s_logits = s_logits.float()
-        parts = {}
-        if cfg.ce_weight > 0:
-            parts["ce"] = cfg.ce_weight * losses.cross_entropy(s_logits, y)
-        if cfg.kd_weight > 0:
-            parts["kd"] = cfg.kd_weight * losses.kd_loss(s_logits, t_logits, cfg.temperature)
-        if cfg.mse_weight > 0 and phase.curriculum:
-            if self.snapshot is not None:  # quirk: the snapshot's logits as the target
-                with torch.no_grad():
-                    target = self.snapshot(x).float()
-            else:
-                target = t_logits
-            parts["mse"] = cfg.mse_weight * losses.logit_mse(s_logits, target)
-        if cfg.fitnet_weight > 0:
-            st = cfg.fitnet_stage
-            parts["fitnet"] = cfg.fitnet_weight * self.hint(s_feats["stages"][st].float(), t_feats["stages"][st])
-        if cfg.at_weight > 0:
-            parts["at"] = cfg.at_weight * losses.attention_transfer(
-                [f.float() for f in s_feats["stages"]], t_feats["stages"], p=cfg.at_p)
-        return parts
 
     # ------------------------------------------------------------------ state
     def _state(self, epoch: int, phase_index: int, pool: torch.Tensor, metrics: list, counters: dict) -> dict:
@@ -349,17 +384,32 @@ class Trainer:
                  "model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
                  "rng_generator": self.generator.get_state()}
-        if self.hint is not None:
-            state["hint"] = self.hint.state_dict()
+        terms = {name: term.state_dict() for name, term in self.terms.items() if term.state_dict()}
+        if terms:
+            state["terms"] = terms
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
     def _restore(self, path: Path) -> dict:
-        state = load_checkpoint(path, self.device)
+        try:
+            state = self.run.load(path, map_location=self.device)
+        except RunFileError as err:
+            raise CheckpointError(str(err)) from None
+        missing = [k for k in ("epoch", "phase", "pool", "metrics", "counters", "model", "optimizer", "scheduler",
+                               "rng_torch", "rng_generator") if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise CheckpointError(f"{path} is not a kdrepro training checkpoint (it lacks {', '.join(missing)}); "
+                                  "delete it to restart the run from scratch")
         load_state(self.student, state["model"], path, f"model {self.cfg.model!r}")
-        if self.hint is not None:
-            load_state(self.hint, state["hint"], path, "FitNets regressor")
+        saved_terms = dict(state.get("terms", {}))
+        if "hint" in state and "fitnet" in self.terms:  # checkpoints of kdrepro 0.1
+            saved_terms["fitnet"] = {f"hint.{k}": v for k, v in state["hint"].items()}
+        for name, term in self.terms.items():
+            if term.state_dict():
+                if name not in saved_terms:
+                    raise CheckpointError(f"{path} holds no state for the loss term {name!r}; delete it to restart")
+                load_state(term, saved_terms[name], path, f"loss term {name!r}")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_torch"].cpu())
@@ -367,17 +417,22 @@ class Trainer:
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
         phase = self.schedule[state["phase"]]
-        if phase.curriculum and self.cfg.quirk_mse_to_snapshot:
-            snap_path = self.run_dir / "snapshots" / f"phase{phase.index}.pt"
+        if phase.curriculum and self.need_snapshot:
+            snap_path = self.run.snapshot(phase.index)
             self.snapshot = copy.deepcopy(self.student).eval()
-            load_state(self.snapshot, load_checkpoint(snap_path, self.device), snap_path, "snapshot")
+            try:
+                snap = self.run.load(snap_path, map_location=self.device)
+            except RunFileError as err:
+                raise CheckpointError(str(err)) from None
+            load_state(self.snapshot, snap, snap_path, "snapshot")
         return state
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        latest = self.run_dir / "checkpoints" / "latest.pt"
+        remove_stale_temporaries(self.run_dir)
+        latest = self.run.latest
         epoch, metrics = 0, []
         self._metrics = metrics
         counters = {"iterations": 0, "images_seen": 0, "train_seconds": 0.0, "total_seconds": 0.0}
@@ -391,13 +446,15 @@ class Trainer:
             self.log(f"resuming {self.run_dir.name} after epoch {epoch}/{cfg.epochs}")
         bar = tqdm(total=cfg.epochs, initial=epoch, desc=self.run_dir.name, unit="ep", disable=_quiet(cfg.progress))
         while epoch < cfg.epochs:
+            if self.epoch_hook is not None:
+                self.epoch_hook()
             t0 = time.perf_counter()
             phase = sequencer.phase_at(self.schedule, epoch)
             if phase.index != phase_index:
                 pool, phase_index = self.start_phase(phase), phase.index
             lr = self.optimizer.param_groups[0]["lr"]
             t_train = time.perf_counter()
-            row = self.train_epoch(pool, phase)
+            row = self.train_epoch(pool, phase, epoch + 1)
             train_seconds = time.perf_counter() - t_train
             self.scheduler.step()
             top1, top5 = evaluate(self.student, self.test_set, self.test_images, self.test_targets, cfg.channels_last)
@@ -411,18 +468,20 @@ class Trainer:
                             "iterations": counters["iterations"], "images_seen": counters["images_seen"],
                             "train_seconds": round(counters["train_seconds"], 3),
                             "wall_seconds": round(counters["total_seconds"], 3)})
-            atomic_save(self._state(epoch, phase_index, pool, metrics, counters), latest)
-            _atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+            self.run.save(self._state(epoch, phase_index, pool, metrics, counters), latest)
+            self.run.write_metrics(metrics)
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", top1=f"{top1:.2f}", pool=len(pool))
         bar.close()
-        atomic_save(self.student.state_dict(), self.run_dir / "weights.pt")
-        summary = summarize(cfg, metrics, counters, environment(self.device), self.teacher_source)
-        _atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.run.save(self.student.state_dict(), self.run.weights)
+        summary = summarize(cfg, metrics, counters, environment(self.device), self.teacher_source,
+                            self.train_set.num_classes)
+        self.run.write_summary(summary)
         return summary
 
 
-def summarize(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, teacher_source: str) -> dict:
+def summarize(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
+              num_classes: int | None = None) -> dict:
     best = max(metrics, key=lambda m: m["test_top1"])
     last = metrics[-1]
     return {"run_id": cfg.run_id, "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
@@ -431,13 +490,27 @@ def summarize(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, te
             "best_top1": best["test_top1"], "best_epoch": best["epoch"], "iterations": counters["iterations"],
             "images_seen": counters["images_seen"], "train_seconds": round(counters["train_seconds"], 2),
             "wall_seconds": round(counters["total_seconds"], 2), "teacher_source": teacher_source,
-            "environment": env, "finished": True}
+            "num_classes": num_classes, "flags": health_flags(metrics, num_classes), "environment": env,
+            "finished": True}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+#: a loss this many times its first epoch's value (or more) counts as exploded
+LOSS_EXPLOSION_FACTOR = 100.0
+
+
+def health_flags(metrics: list[dict], num_classes: int | None) -> list[str]:
+    """Warnings about a finished run that the NaN guard does not catch (README, "Divergence"):
+
+    * ``chance_level``: the last epoch's test top-1 is within 1.5x of chance (100 / classes), e.g. a
+      collapse to one class;
+    * ``loss_exploded``: some epoch's training loss is at least :data:`LOSS_EXPLOSION_FACTOR` times the
+      first epoch's.
+
+    Tables and figures mark flagged runs."""
+    flags = []
+    if num_classes and metrics and metrics[-1]["test_top1"] <= 1.5 * 100.0 / num_classes:
+        flags.append("chance_level")
+    losses_ = [m.get("train_loss") for m in metrics if m.get("train_loss") is not None]
+    if losses_ and losses_[0] > 0 and max(losses_) >= LOSS_EXPLOSION_FACTOR * losses_[0]:
+        flags.append("loss_exploded")
+    return flags

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from .config import RUNTIME_FIELDS, ConfigError, RunConfig
+from .config import AUGMENT_FIELDS, OPTIM_FIELDS, ConfigError, RunConfig, merge
 from .runs import RunResult, RunStore
 
 with warnings.catch_warnings():
@@ -45,13 +45,13 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 STUDIES = ("baselines", "kd_baselines", "main", "ablations", "budgets", "matched")
 ABLATION_AXES = ("score", "order", "pacing", "mse", "quirks")
 #: logit-MSE ablation: "on" keeps the recipe's weight (the authors' 0.05), "off" drops the term
-MSE_VARIANTS: dict[str, dict[str, Any]] = {"on": {}, "off": {"mse_weight": 0.0}}
+MSE_VARIANTS: dict[str, dict[str, Any]] = {"on": {}, "off": {"losses": {"mse": {"weight": 0.0}}}}
 #: the authors' quirks (kdrepro/config.py), each off by default
 QUIRK_VARIANTS: dict[str, dict[str, Any]] = {
     "none": {},
-    "no_warmup_augment": {"quirk_no_warmup_augment": True},
-    "mse_to_snapshot": {"quirk_mse_to_snapshot": True},
-    "both": {"quirk_no_warmup_augment": True, "quirk_mse_to_snapshot": True},
+    "no_warmup_augment": {"curriculum": {"quirk_no_warmup_augment": True}},
+    "mse_to_snapshot": {"losses": {"mse": {"target": "snapshot"}}},
+    "both": {"curriculum": {"quirk_no_warmup_augment": True}, "losses": {"mse": {"target": "snapshot"}}},
 }
 #: run-config keys a study sets itself, so a profile's ``base`` may not
 _STUDY_KEYS = frozenset({"method", "dataset", "dataset_options", "model", "seed", "teacher", "teacher_weights"})
@@ -69,7 +69,8 @@ _REQUIRED = ("name", "datasets", "seeds", "base", "pairs")
 _FROM_DATA = object()  # parse_profile's ints(): read the values from the profile
 #: columns of every tidy run table, in order (studies add ``axis``/``variant`` labels)
 RUN_COLUMNS = ("dataset", "teacher", "student", "method", "model", "variant", "seed", "epochs", "last_top1",
-               "best_top1", "best_epoch", "iterations", "images_seen", "train_seconds", "wall_seconds", "run_id")
+               "best_top1", "best_epoch", "iterations", "images_seen", "train_seconds", "wall_seconds", "run_id",
+               "flags")
 
 log = logging.getLogger("kdrepro.experiments")
 
@@ -189,7 +190,7 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
             raise fail(f"dataset_options.{ds}: must be a mapping for one of the profile's datasets {list(datasets)}")
 
     base = dict(data["base"])
-    valid_keys = set(RunConfig.__dataclass_fields__)
+    valid_keys = set(RunConfig.model_fields)
     bad = sorted(set(base) - valid_keys)
     if bad:
         raise fail(f"base: unknown run-config key(s) {bad}; see kdrepro/config.py (RunConfig)")
@@ -301,8 +302,11 @@ class Experiment:
     """
 
     def __init__(self, profile: str | Path | Profile = "smoke", results_dir: str | Path = "results",
-                 data_root: str | None = None, seeds: Sequence[int] | None = None, device: str = "auto"):
+                 data_root: str | None = None, seeds: Sequence[int] | None = None, device: str = "auto",
+                 train: bool = True):
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
+        #: False: studies use the finished runs only and list the others (``table.attrs["missing"]``)
+        self.train = bool(train)
         if seeds is not None:
             if isinstance(seeds, int) or not all(isinstance(s, int) for s in seeds) or not len(seeds):
                 raise ProfileError(f"seeds must be None (the profile's) or a non-empty list of ints, got {seeds!r}")
@@ -357,17 +361,18 @@ class Experiment:
     def config(self, dataset: str, model: str, method: str = "ce", seed: int = 0,
                teacher: Mapping[str, Any] | None = None, **overrides: Any) -> RunConfig:
         """The resolved run config: the profile's ``base``, then the study's choices, then ``overrides``."""
-        data = {**self.profile.base, "dataset": dataset,
-                "dataset_options": dict(self.profile.dataset_options.get(dataset, {})),
-                "model": model, "method": method, "seed": seed, **overrides,
-                "device": self.device, "data_root": self.data_root}
+        data = merge(dict(self.profile.base), {
+            "dataset": dataset, "dataset_options": dict(self.profile.dataset_options.get(dataset, {})),
+            "model": model, "method": method, "seed": seed})
+        data = merge(data, overrides)
+        data.update(device=self.device, data_root=self.data_root)
         if teacher is not None:
             data["teacher"] = dict(teacher)
         return RunConfig.from_dict(data).resolved()
 
     def teacher_overrides(self, pair: Pair) -> dict[str, Any]:
-        """The teacher's run-config keys: the profile's non-runtime ``base`` keys, then the pair's."""
-        base = {k: v for k, v in self.profile.base.items() if k not in RUNTIME_FIELDS}
+        """The teacher's run-config keys: the profile's recipe and augmentation ``base`` keys, then the pair's."""
+        base = {k: v for k, v in self.profile.base.items() if k in ("recipe", *OPTIM_FIELDS, *AUGMENT_FIELDS)}
         return {**base, **pair.teacher}
 
     def student_config(self, dataset: str, pair: Pair, method: str, seed: int, **overrides: Any) -> RunConfig:
@@ -450,7 +455,7 @@ class Experiment:
                 elif axis == "quirks":
                     overrides = QUIRK_VARIANTS[v]
                 else:
-                    overrides = {axis: v}
+                    overrides = {"curriculum": {axis: v}}
                 out.append((axis, v, dict(overrides)))
         return out
 
@@ -542,11 +547,21 @@ class Experiment:
         return self.store.run(cfg, log=log.info)
 
     def run_study(self, study: str) -> pd.DataFrame:
-        """Run every planned run of ``study`` (finished runs are read back) and return the tidy table."""
-        rows = []
+        """Run every planned run of ``study`` (finished runs are read back) and return the tidy table. With
+        ``train=False`` unfinished runs are left out and named in ``table.attrs["missing"]``, which the
+        report's tables and figures carry on and print ("incomplete: ... missing")."""
+        rows, missing = [], []
         for planned in self.plan(study):
+            if not self.train and self.store.status(planned.config) != "finished":
+                lab = planned.labels
+                missing.append(f"{lab['method']} seed {lab['seed']}"
+                               + (f" ({lab['variant']})" if lab.get("variant") else "")
+                               + f" [{planned.config.run_id}]")
+                continue
             rows.append(run_row(self.run(planned.config), planned.labels))
-        return pd.DataFrame(rows, columns=_columns(rows))
+        table = pd.DataFrame(rows, columns=_columns(rows))
+        table.attrs["missing"] = missing
+        return table
 
     def baselines(self) -> pd.DataFrame:
         return self.run_study("baselines")
@@ -562,6 +577,10 @@ class Experiment:
 
     def budgets(self) -> pd.DataFrame:
         return self.run_study("budgets")
+
+    def matched(self) -> pd.DataFrame:
+        """The matched-step study (empty when the profile has no ``matched_steps``)."""
+        return self.run_study("matched")
 
     def curves(self, runs: pd.DataFrame) -> pd.DataFrame:
         """Per-epoch metrics of every run in ``runs`` (a tidy table), with the run's labels."""
@@ -607,7 +626,10 @@ class Experiment:
         result = self.run(cfg)
         teacher_result = self.run(cfg.teacher_config())
         train = load_dataset(ds, root=self.data_root, train=True, **cfg.dataset_options)
-        score = "max_logit" if cfg.score == "teacher_kl" else cfg.score
+        from .sequencer import SCORES
+
+        score = cfg.curriculum["score"]
+        score = "max_logit" if SCORES.get(score).needs_teacher else score
         teacher_scores = self.teacher_scores(teacher_result, train, score, cfg.num_threads)
         return CurriculumAnatomy(result, train, result.curriculum(), teacher_scores.numpy(), score)
 
@@ -618,7 +640,7 @@ class Experiment:
         also works from a run store without the teacher's weights (which stay out of git)."""
         import torch
 
-        from .cache import atomic_save
+        from .rundir import atomic_save
         from .models import create_model
         from .sequencer import score_instances
 
@@ -647,8 +669,22 @@ def run_row(result: RunResult, labels: Mapping[str, Any]) -> dict[str, Any]:
     row = dict(labels)
     row.update(epochs=s["epochs"], last_top1=s["last_top1"], best_top1=s["best_top1"], best_epoch=s["best_epoch"],
                iterations=s["iterations"], images_seen=s["images_seen"], train_seconds=s["train_seconds"],
-               wall_seconds=s["wall_seconds"], run_id=result.run_id)
+               wall_seconds=s["wall_seconds"], run_id=result.run_id, flags=",".join(run_flags(result)))
     return row
+
+
+#: classes of the built-in data sets (runs stored before summaries recorded their class count)
+_NUM_CLASSES = {"cifar10": 10, "cifar10-5k": 10, "cifar100": 100, "svhn": 10, "cinic10": 10, "digits": 10}
+
+
+def run_flags(result: RunResult) -> list[str]:
+    """A finished run's health flags (:func:`kdrepro.engine.health_flags`): from its summary, or computed
+    from its metrics for runs stored before summaries kept them."""
+    if "flags" in result.summary:
+        return list(result.summary["flags"])
+    from .engine import health_flags
+
+    return health_flags(result.metrics(), result.summary.get("num_classes") or _NUM_CLASSES.get(result.config.dataset))
 
 
 def _columns(rows: list[dict]) -> list[str]:

@@ -14,6 +14,7 @@ PNG and SVG (with fixed SVG ids and no date, so an unchanged figure writes uncha
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,11 +28,74 @@ REFERENCE_FILE = Path(__file__).resolve().parent / "reference" / "published.csv"
 NOT_TRANSCRIBED = "not transcribed"
 _NUMBER = r"[+-]?\d+(\.\d+)?( ± \d+(\.\d+)?)?|—"  # formatted numbers: right-aligned in Markdown
 _REFERENCE_COLUMNS = ("dataset", "teacher", "student", "method", "top1", "source", "url", "note")
-#: display names of the methods, in table order
-METHOD_NAMES = {"teacher": "teacher", "vanilla": "vanilla student", "kd": "KD", "fitnet": "FitNets", "at": "AT",
-                "slkd": "SLKD"}
-METHOD_COLOURS = {"vanilla": "tab:gray", "kd": "tab:blue", "slkd": "tab:orange", "fitnet": "tab:green",
-                  "at": "tab:purple"}
+def _carries_missing(fn):
+    """Decorator: the result keeps ``attrs["missing"]`` (runs of the study not in the store) of the first
+    argument, so that a table computed from an incomplete study says so when shown and written."""
+    @functools.wraps(fn)
+    def wrapper(first, *args, **kwargs):
+        out = fn(first, *args, **kwargs)
+        missing = getattr(first, "attrs", {}).get("missing")
+        if missing and isinstance(out, pd.DataFrame):
+            out.attrs["missing"] = list(missing)
+        return out
+    return wrapper
+
+
+def missing_note(table: pd.DataFrame) -> str:
+    """"**Incomplete**: n runs missing ..." for a table of an incomplete study, else ``""``."""
+    missing = table.attrs.get("missing") or []
+    if not missing:
+        return ""
+    shown = "; ".join(missing[:30]) + (f"; and {len(missing) - 30} more" if len(missing) > 30 else "")
+    return (f"**Incomplete: {len(missing)} run(s) of this study are not in the run store yet**, so these numbers "
+            f"are not final: {shown}.")
+
+
+class _MethodNames:
+    """Display names of the studies' method labels: the study roles (teacher, vanilla student, KD, SLKD,
+    KD at SLKD's steps), a registered loss term's ``display`` for a baseline named after it (``fitnet`` ->
+    FitNets, ``dkd`` -> DKD), else the label itself. Nothing here names a particular loss term."""
+
+    ROLES = {"teacher": "teacher", "vanilla": "vanilla student", "kd": "KD", "slkd": "SLKD",
+             "kd_matched": "KD (SLKD's steps)"}
+
+    def get(self, label: str, default: str | None = None) -> str:
+        if label in self.ROLES:
+            return self.ROLES[label]
+        from .terms import TERMS
+
+        if isinstance(label, str) and label in TERMS:
+            return TERMS.get(label).display
+        return default if default is not None else label
+
+    def __iter__(self):
+        from .terms import TERMS
+
+        return iter(["teacher", "vanilla", "kd", *(n for n in TERMS if n not in self.ROLES), "slkd", "kd_matched"])
+
+
+class _MethodColours:
+    """A fixed colour per study role, and one from a colour-blind-safe palette for any other label, in the
+    order labels are first asked for (stable within a figure)."""
+
+    ROLES = {"vanilla": "tab:gray", "kd": "tab:blue", "slkd": "tab:orange", "kd_matched": "tab:cyan",
+             "teacher": "black"}
+    PALETTE = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:red")
+
+    def __init__(self):
+        self._given: dict[str, str] = {}
+
+    def get(self, label: str, default: str | None = None) -> str:
+        if label in self.ROLES:
+            return self.ROLES[label]
+        if label not in self._given:
+            self._given[label] = self.PALETTE[len(self._given) % len(self.PALETTE)]
+        return self._given[label]
+
+
+#: display names of the methods (study labels)
+METHOD_NAMES = _MethodNames()
+METHOD_COLOURS = _MethodColours()
 
 
 # ------------------------------------------------------------------------------------------- references
@@ -60,6 +124,7 @@ def load_references(path: str | Path | None = None) -> pd.DataFrame:
     return refs
 
 
+@_carries_missing
 def add_references(summary: pd.DataFrame, references: pd.DataFrame | None = None) -> pd.DataFrame:
     """``summary`` plus ``reference``, ``ref_source``, ``ref_note`` and ``diff`` (= ``last_mean`` - reference).
 
@@ -86,6 +151,7 @@ def add_references(summary: pd.DataFrame, references: pd.DataFrame | None = None
 # ------------------------------------------------------------------------------------------- summaries
 
 
+@_carries_missing
 def summarize(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Group a tidy run table by ``by`` (in order of first appearance) and summarise over seeds:
     ``last_mean, last_std, best_mean, best_std, seeds, epochs, iterations`` (mean over the group)."""
@@ -103,10 +169,16 @@ def summarize(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
             row["epochs"] = int(group["epochs"].iloc[0]) if group["epochs"].nunique() == 1 else "mixed"
         if "iterations" in group:
             row["iterations"] = float(group["iterations"].mean())
+        if "flags" in group and (group["flags"].fillna("") != "").any():
+            row["flagged"] = int((group["flags"].fillna("") != "").sum())
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if "flagged" in out:
+        out["flagged"] = out["flagged"].fillna(0).astype(int)
+    return out
 
 
+@_carries_missing
 def paired_difference(runs: pd.DataFrame, a: str, b: str, by: Sequence[str] = ("dataset", "teacher", "student"),
                       metric: str = "last_top1") -> pd.DataFrame:
     """Per group, ``method a - method b`` paired by seed: mean ± sample std of the differences, how many
@@ -128,6 +200,7 @@ def paired_difference(runs: pd.DataFrame, a: str, b: str, by: Sequence[str] = ("
     return pd.DataFrame(rows)
 
 
+@_carries_missing
 def paired_variants(runs: pd.DataFrame, axis: str, baseline: str, metric: str = "last_top1") -> pd.DataFrame:
     """Each variant of one ablation ``axis`` minus the ``baseline`` variant, paired by seed (same seed =
     same initialisation): mean ± std of the differences, wins, seeds and the iterations ratio."""
@@ -139,6 +212,7 @@ def paired_variants(runs: pd.DataFrame, axis: str, baseline: str, metric: str = 
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+@_carries_missing
 def paired_by_budget(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str]] = (("slkd", "kd"), ("slkd", "vanilla"),
                                                                                   ("kd", "vanilla")),
                      metric: str = "last_top1") -> pd.DataFrame:
@@ -155,6 +229,7 @@ def paired_by_budget(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str]] 
     return pd.concat(frames, ignore_index=True).sort_values(["epochs"], kind="stable", ignore_index=True)
 
 
+@_carries_missing
 def format_paired_by_budget(paired: pd.DataFrame) -> pd.DataFrame:
     """Display form of :func:`paired_by_budget`: "first" is method ``a`` of each row, "second" method ``b``."""
     return pd.DataFrame({
@@ -163,6 +238,7 @@ def format_paired_by_budget(paired: pd.DataFrame) -> pd.DataFrame:
         **_paired_columns(paired, "a_mean", "b_mean", "first", "second")})
 
 
+@_carries_missing
 def format_paired_variants(paired: pd.DataFrame) -> pd.DataFrame:
     """Display form of :func:`paired_variants`."""
     return pd.DataFrame({"variant": paired["variant"], "baseline": paired["baseline"],
@@ -187,6 +263,7 @@ def _fmt_reference(value: float, note: str) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
+@_carries_missing
 def format_summary(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """The display table: ``keys`` (``"pair"`` shows ``teacher -> student``), top-1 last and best
     (mean ± std), seeds, epochs and, when :func:`add_references` was applied, the reference,
@@ -198,6 +275,7 @@ def format_summary(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     out["top-1 last (%)"] = [fmt_mean_std(r.last_mean, r.last_std, r.seeds) for r in summary.itertuples()]
     out["top-1 best (%)"] = [fmt_mean_std(r.best_mean, r.best_std, r.seeds) for r in summary.itertuples()]
     out["seeds"] = summary["seeds"].astype(int)
+    _flag_column(out, summary)
     if "epochs" in summary:
         out["epochs"] = summary["epochs"]
     if "reference" in summary:
@@ -205,6 +283,13 @@ def format_summary(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
         out["Δ last − ref"] = ["—" if math.isnan(d) else f"{d:+.2f}" for d in summary["diff"]]
         out["source"] = summary["ref_source"].replace("", "—")
     return out
+
+
+def _flag_column(out: pd.DataFrame, summary: pd.DataFrame) -> None:
+    """A "flagged runs" column, only when some run of the table is flagged (``kdrepro.engine.health_flags``:
+    chance-level accuracy or an exploded loss): such a mean includes a failed run."""
+    if "flagged" in summary and summary["flagged"].sum() > 0:
+        out["flagged runs"] = [f"{int(n)} ⚠" if n else "" for n in summary["flagged"]]
 
 
 def _paired_columns(paired: pd.DataFrame, a_mean: str, b_mean: str, a: str, b: str) -> dict[str, list[str]]:
@@ -220,6 +305,7 @@ def _paired_columns(paired: pd.DataFrame, a_mean: str, b_mean: str, a: str, b: s
     }
 
 
+@_carries_missing
 def format_paired(paired: pd.DataFrame, a: str = "slkd", b: str = "kd") -> pd.DataFrame:
     """Display form of :func:`paired_difference`."""
     return pd.DataFrame({"dataset": paired["dataset"], "pair": paired["teacher"] + " -> " + paired["student"],
@@ -227,6 +313,7 @@ def format_paired(paired: pd.DataFrame, a: str = "slkd", b: str = "kd") -> pd.Da
                                            METHOD_NAMES.get(b, b))})
 
 
+@_carries_missing
 def format_ablations(summary: pd.DataFrame) -> pd.DataFrame:
     """Display form of an ablation summary (by ``axis, variant, default``): Δ is each variant's
     last-epoch mean minus that of the authors' setting (the ``default`` row of the same axis)."""
@@ -234,7 +321,7 @@ def format_ablations(summary: pd.DataFrame) -> pd.DataFrame:
     by_axis = dict(zip(defaults["axis"], defaults["last_mean"]))  # an axis's seeds may differ from another's
     fallback = defaults["last_mean"].iloc[0] if len(defaults) else math.nan
     reference = [by_axis.get(axis, fallback) for axis in summary["axis"]]
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "axis": summary["axis"], "variant": summary["variant"],
         "authors' setting": ["yes" if d else "" for d in summary["default"]],
         "top-1 last (%)": [fmt_mean_std(r.last_mean, r.last_std, r.seeds) for r in summary.itertuples()],
@@ -243,13 +330,16 @@ def format_ablations(summary: pd.DataFrame) -> pd.DataFrame:
         "Δ last vs authors'": ["—" if d or math.isnan(r) else f"{v - r:+.2f}"
                                for v, d, r in zip(summary["last_mean"], summary["default"], reference)],
     })
+    _flag_column(out, summary)
+    return out
 
 
+@_carries_missing
 def format_budgets(summary: pd.DataFrame) -> pd.DataFrame:
     """Display form of a budget summary (by ``method, variant, epochs``) with each run's iterations
     relative to KD's at the same budget."""
     kd = summary[summary["method"] == "kd"].set_index("epochs")["iterations"]
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "method": [METHOD_NAMES.get(m, m) for m in summary["method"]], "epochs": summary["epochs"],
         "iterations": [f"{v:.0f}" for v in summary["iterations"]],
         "iterations / KD's": [f"{v / kd[e]:.2f}" if e in kd.index else "—"
@@ -258,6 +348,37 @@ def format_budgets(summary: pd.DataFrame) -> pd.DataFrame:
         "top-1 best (%)": [fmt_mean_std(r.best_mean, r.best_std, r.seeds) for r in summary.itertuples()],
         "seeds": summary["seeds"].astype(int),
     })
+    _flag_column(out, summary)
+    return out
+
+
+@_carries_missing
+def matched_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
+    """The matched-step study paired by seed, per SLKD budget: SLKD − KD at the same epochs, and SLKD − KD
+    trained for SLKD's number of optimizer steps (``kd_matched``), as :func:`paired_difference` computes
+    them."""
+    frames = []
+    for a, b in (("slkd", "kd"), ("slkd", "kd_matched")):
+        p = paired_difference(runs, a, b, by=("budget",))
+        if len(p):
+            frames.append(p.rename(columns={f"{a}_mean": "a_mean", f"{b}_mean": "b_mean"}).assign(a=a, b=b))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+@_carries_missing
+def format_matched(paired: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Display form of :func:`matched_comparisons`, with each side's epochs and mean optimizer steps."""
+    def side(method, budget, key):
+        r = runs[(runs["method"] == method) & (runs["budget"] == budget)]
+        return f"{r[key].mean():.0f}"
+
+    return pd.DataFrame({
+        "SLKD epochs": paired["budget"],
+        "comparison": [f"{METHOD_NAMES.get(a, a)} − {METHOD_NAMES.get(b, b)}" for a, b in zip(paired["a"], paired["b"])],
+        "epochs (second)": [side(b, e, "epochs") for b, e in zip(paired["b"], paired["budget"])],
+        "steps (first)": [side(a, e, "iterations") for a, e in zip(paired["a"], paired["budget"])],
+        "steps (second)": [side(b, e, "iterations") for b, e in zip(paired["b"], paired["budget"])],
+        **_paired_columns(paired, "a_mean", "b_mean", "first", "second")})
 
 
 def timing_table(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
@@ -334,6 +455,9 @@ def show(table: pd.DataFrame, title: str | None = None) -> None:
         from IPython.display import Markdown, display
     except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks
         get_ipython = None
+    note = missing_note(table)
+    if note:
+        title = f"{title}\n\n{note}" if title else note
     if get_ipython is not None and get_ipython() is not None:
         if title:
             display(Markdown(title))
@@ -372,7 +496,8 @@ def write_table(table: pd.DataFrame, name: str, tables_dir: str | Path, data: pd
     out = Path(tables_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, csv = out / f"{name}.md", out / f"{name}.csv"
-    md.write_text(to_markdown(table, title))
+    note = missing_note(table)
+    md.write_text(to_markdown(table, title) + (f"\n{note}\n" if note else ""))
     (table if data is None else data).to_csv(csv, index=False)
 
 
@@ -428,58 +553,154 @@ def plot_samples(dataset, per_class: int = 8, max_classes: int = 10, seed: int =
     return fig
 
 
-def plot_methods(summary: pd.DataFrame, methods: Sequence[str] = tuple(METHOD_NAMES)):
-    """Last-epoch top-1 per method (mean, error bar ± std), one group per data set and pair."""
+# ------------------------------------------------------------------------------------------------ figures
+#
+# Every figure says what it shows: error bars are "mean ± std over n seeds" (named in the legend or title),
+# a value from one seed is drawn hollow and labelled "1 seed", per-seed values are drawn as small points
+# (seaborn strip plots), runs flagged by the health check are red crosses, value axes span at least
+# MIN_SPAN points so that small gaps do not look large, and lines between measured budgets are dashed and
+# labelled as interpolation.
+
+#: the smallest span (percentage points) of an accuracy axis
+MIN_SPAN = 10.0
+
+
+def _spread_label(n: int) -> str:
+    return "1 seed" if n == 1 else f"mean ± std, {n} seeds"
+
+
+def _span_at_least(ax, axis: str = "y", span: float = MIN_SPAN, lo: float = 0.0, hi: float = 100.0) -> None:
+    """Widen an accuracy axis to at least ``span`` points, centred on the data, within [lo, hi]."""
+    get, set_ = (ax.get_ylim, ax.set_ylim) if axis == "y" else (ax.get_xlim, ax.set_xlim)
+    a, b = get()
+    if b - a < span:
+        mid = (a + b) / 2
+        a, b = mid - span / 2, mid + span / 2
+        if a < lo:
+            a, b = lo, lo + span
+        if b > hi:
+            a, b = hi - span, hi
+        set_(a, b)
+
+
+def _seed_points(ax, xs, ys, flags, color, horizontal: bool = False) -> None:
+    """Per-seed values at ``(xs, ys)`` as small points (seaborn's strip plot; with ``horizontal`` the rows
+    ``ys`` are categories and get a small fixed offset per point); flagged runs as red crosses."""
+    import seaborn as sns
+
+    frame = pd.DataFrame({"pos": list(xs), "value": list(ys), "flag": [bool(f) for f in flags]})
+    ok = frame[~frame["flag"]]
+    if len(ok) and horizontal:  # categorical rows: a small deterministic offset per point
+        offsets = np.linspace(-0.12, 0.12, len(ok)) if len(ok) > 1 else [0.0]
+        ax.plot(ok["pos"], ok["value"] + offsets, "o", ms=3.5, alpha=0.55, color=color, zorder=3)
+    elif len(ok):
+        sns.stripplot(data=ok, x="pos", y="value", native_scale=True, jitter=0.02, size=3.5, alpha=0.55,
+                      color=color, ax=ax, legend=False)
+    bad = frame[frame["flag"]]
+    for _, r in bad.iterrows():
+        ax.plot(r["pos"], r["value"], "x", color="red", ms=7, mew=2, zorder=5)
+
+
+def _incomplete(fig, *frames) -> None:
+    """Say on the figure when its study is incomplete (runs missing from the store)."""
+    missing = next((f.attrs.get("missing") for f in frames if f is not None and f.attrs.get("missing")), None)
+    if missing:
+        fig.text(0.5, 0.005, f"INCOMPLETE: {len(missing)} run(s) missing from the store", ha="center", va="bottom",
+                 color="red", fontsize="small")
+
+
+def _flagged_note(ax, runs: pd.DataFrame | None) -> None:
+    if runs is not None and "flags" in runs and (runs["flags"].fillna("") != "").any():
+        ax.plot([], [], "x", color="red", ms=7, mew=2, label="flagged run (chance level or exploded loss)")
+
+
+def plot_methods(summary: pd.DataFrame, runs: pd.DataFrame | None = None, methods: Sequence[str] | None = None):
+    """Last-epoch top-1 per method, one group per data set and pair: mean ± std over seeds (diamonds; a
+    hollow circle where there is one seed, e.g. the teacher), and every seed's value (small points) when
+    the tidy ``runs`` table is given."""
     import matplotlib.pyplot as plt
 
+    methods = list(methods or METHOD_NAMES)
     groups = list(dict.fromkeys(zip(summary["dataset"], summary["teacher"], summary["student"])))
-    present = [m for m in methods if m in set(summary["method"])]
-    fig, ax = plt.subplots(figsize=(max(3.5, 1.6 * len(groups) + 1.5), 3.2))
+    present = [m for m in methods if m in set(summary["method"])] + \
+              [m for m in dict.fromkeys(summary["method"]) if m not in methods]
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.7 * len(groups) + 4.5), 3.4))
     width = 0.7 / max(1, len(present))
     for k, method in enumerate(present):
         sub = summary[summary["method"] == method].set_index(["dataset", "teacher", "student"])
-        xs = [i + (k - (len(present) - 1) / 2) * width for i, g in enumerate(groups) if g in sub.index]
-        ys = [sub.loc[g, "last_mean"] for g in groups if g in sub.index]
-        es = [sub.loc[g, "last_std"] for g in groups if g in sub.index]
-        ax.errorbar(xs, ys, yerr=es, fmt="o", capsize=3, label=METHOD_NAMES.get(method, method))
+        offset = (k - (len(present) - 1) / 2) * width
+        colour = METHOD_COLOURS.get(method)
+        seeds = [int(sub.loc[g, "seeds"]) for g in groups if g in sub.index]
+        for i, g in enumerate(groups):
+            if g not in sub.index:
+                continue
+            n = int(sub.loc[g, "seeds"])
+            ax.errorbar(i + offset, sub.loc[g, "last_mean"], yerr=sub.loc[g, "last_std"] if n > 1 else None,
+                        fmt="D" if n > 1 else "o", mfc=colour if n > 1 else "white", color=colour, capsize=3, ms=6,
+                        zorder=4)
+            if runs is not None and n > 1:
+                r = runs[(runs["method"] == method) & (runs["dataset"] == g[0]) & (runs["teacher"] == g[1])
+                         & (runs["student"] == g[2])]
+                _seed_points(ax, [i + offset] * len(r), r["last_top1"], r.get("flags", [""] * len(r)), colour)
+        label = METHOD_NAMES.get(method, method)
+        spread = _spread_label(seeds[0]) if len(set(seeds)) == 1 else f"mean ± std, {min(seeds)}–{max(seeds)} seeds"
+        ax.errorbar([], [], yerr=[] if seeds and max(seeds) > 1 else None, fmt="D" if max(seeds, default=1) > 1 else "o",
+                    mfc=colour if max(seeds, default=1) > 1 else "white", color=colour, label=f"{label} ({spread})")
+    _flagged_note(ax, runs)
     ax.set_xticks(range(len(groups)), [f"{d}\n{t} -> {s}" for d, t, s in groups])
     ax.set_xlim(-0.5, len(groups) - 0.5)
+    ax.set_xlabel("")
     ax.set_ylabel("test top-1 (%), last epoch")
+    _span_at_least(ax)
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _incomplete(fig, summary, runs)
     return fig
 
 
-def plot_ablations(summary: pd.DataFrame):
-    """One panel per ablation axis: last-epoch top-1 of each variant (mean, error bar ± std); the authors'
-    setting in orange, KD without curriculum as a dashed line. Each panel has its own scale."""
+def plot_ablations(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
+    """One panel per ablation axis: last-epoch top-1 of each variant, mean ± std over its seeds (a hollow
+    circle where a variant has one seed), per-seed values when ``runs`` is given; the authors' setting in
+    orange, KD without curriculum as a dashed line. Each panel spans at least MIN_SPAN points."""
     import matplotlib.pyplot as plt
 
     axes_names = [a for a in dict.fromkeys(summary["axis"]) if a != "reference"]
     kd = summary[summary["axis"] == "reference"]
-    fig, axes = plt.subplots(1, len(axes_names), figsize=(3.2 * len(axes_names), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(axes_names), figsize=(3.4 * len(axes_names), 3.0), squeeze=False)
     for ax, axis in zip(axes[0], axes_names):
         sub = summary[summary["axis"] == axis].reset_index(drop=True)
         for i, row in sub.iterrows():
-            ax.errorbar(row["last_mean"], i, xerr=row["last_std"], fmt="o", capsize=3,
-                        color="tab:orange" if row["default"] else "tab:blue")
+            colour = "tab:orange" if row["default"] else "tab:blue"
+            n = int(row["seeds"])
+            ax.errorbar(row["last_mean"], i, xerr=row["last_std"] if n > 1 else None, fmt="D" if n > 1 else "o",
+                        mfc=colour if n > 1 else "white", color=colour, capsize=3, zorder=4)
+            if runs is not None and n > 1:
+                r = runs[(runs["axis"] == axis) & (runs["variant"] == row["variant"])]
+                _seed_points(ax, r["last_top1"], [i] * len(r), r.get("flags", [""] * len(r)), colour, horizontal=True)
+        seeds = sorted(set(int(n) for n in sub["seeds"]))
         ax.set_yticks(range(len(sub)), list(sub["variant"]))
         ax.set_ylim(len(sub) - 0.5, -0.5)
+        ax.set_ylabel("")
         if len(kd):
-            ax.axvline(kd["last_mean"].iloc[0], color="k", ls="--", lw=1, label="KD")
-        ax.set_title(axis)
+            ax.axvline(kd["last_mean"].iloc[0], color="k", ls="--", lw=1,
+                       label=f"KD ({_spread_label(int(kd['seeds'].iloc[0])).replace('mean ± std, ', 'mean of ')})")
+        ax.set_title(f"{axis} ({', '.join(_spread_label(n) for n in seeds)})", fontsize="medium")
         ax.set_xlabel("top-1 (%), last epoch")
+        _span_at_least(ax, "x")
         ax.grid(axis="x", alpha=0.3)
     if len(kd):
         axes[0][0].legend(fontsize="small", loc="best")
-    fig.suptitle("SLKD ablations (orange: the authors' setting)")
+    fig.suptitle("SLKD ablations (orange: the authors' setting; diamond: mean ± std over seeds; hollow: one seed)",
+                 fontsize="medium")
     fig.tight_layout()
+    _incomplete(fig, summary, runs)
     return fig
 
 
 def plot_efficiency(curves: pd.DataFrame):
-    """Test top-1 against training iterations and against wall time, one line per run (method by colour,
-    budget by line style)."""
+    """Test top-1 after every epoch against training iterations and against wall time: one line per run
+    (one seed each; method by colour, budget by line style)."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
@@ -487,40 +708,109 @@ def plot_efficiency(curves: pd.DataFrame):
     budgets = list(dict.fromkeys(curves["variant"]))
     for (method, variant, seed), run in curves.groupby(["method", "variant", "seed"], sort=False):
         first = seed == curves[(curves["method"] == method) & (curves["variant"] == variant)]["seed"].iloc[0]
-        kw = dict(color=METHOD_COLOURS.get(method), ls=styles[budgets.index(variant) % len(styles)], lw=1.2,
-                  label=f"{METHOD_NAMES.get(method, method)}, {variant}" if first else None)
+        n = curves[(curves["method"] == method) & (curves["variant"] == variant)]["seed"].nunique()
+        kw = dict(color=METHOD_COLOURS.get(method), ls=styles[budgets.index(variant) % len(styles)], lw=1.0, alpha=0.8,
+                  label=f"{METHOD_NAMES.get(method, method)}, {variant} ({n} runs)" if first else None)
         axes[0].plot(run["iterations"], run["test_top1"], **kw)
         axes[1].plot(run["wall_seconds"], run["test_top1"], **kw)
     axes[0].set_xlabel("training iterations (optimizer steps)")
     axes[1].set_xlabel("wall time (s)")
-    axes[0].set_ylabel("test top-1 (%)")
+    axes[0].set_ylabel("test top-1 (%), every epoch")
     axes[0].legend(fontsize="small")
+    fig.suptitle("One line per run (seed)", fontsize="medium")
     fig.tight_layout()
     return fig
 
 
-def plot_budgets(summary: pd.DataFrame):
-    """Accuracy against budget: last-epoch test top-1 (mean, error bar ± std over seeds) against the mean
-    optimizer steps of each method at each epoch budget, one line per method, each point labelled with
-    its epochs. ``summary`` is :func:`summarize` of the budget study by ``method, variant``."""
+def plot_budgets(summary: pd.DataFrame, runs: pd.DataFrame | None = None, matched: pd.DataFrame | None = None):
+    """Accuracy against optimizer steps at every epoch budget: mean ± std over seeds (diamonds, labelled
+    with the epochs), per-seed values when ``runs`` is given, and, from the matched-step study
+    (``matched``, :func:`summarize` by method and variant), KD trained for SLKD's number of steps (a star).
+    Only the markers are measured: the dashed lines between budgets are interpolation."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for method in dict.fromkeys(summary["method"]):
         sub = summary[summary["method"] == method].sort_values("iterations")
-        ax.errorbar(sub["iterations"], sub["last_mean"], yerr=sub["last_std"], fmt="o-", capsize=3,
-                    color=METHOD_COLOURS.get(method), label=f"{METHOD_NAMES.get(method, method)} "
-                    f"({int(sub['seeds'].min())}–{int(sub['seeds'].max())} seeds)" if sub["seeds"].nunique() > 1
-                    else f"{METHOD_NAMES.get(method, method)} ({int(sub['seeds'].iloc[0])} seeds)")
+        colour = METHOD_COLOURS.get(method)
+        seeds = sorted(set(int(n) for n in sub["seeds"]))
+        spread = _spread_label(seeds[0]) if len(seeds) == 1 else f"mean ± std, {seeds[0]}–{seeds[-1]} seeds"
+        ax.plot(sub["iterations"], sub["last_mean"], ls="--", lw=1, color=colour, alpha=0.6)
+        ax.errorbar(sub["iterations"], sub["last_mean"], yerr=sub["last_std"].where(sub["seeds"] > 1), fmt="D",
+                    capsize=3, color=colour, zorder=4, label=f"{METHOD_NAMES.get(method, method)} ({spread})")
         for x, y, e in zip(sub["iterations"], sub["last_mean"], sub["epochs"]):
-            ax.annotate(f"{e} ep", (x, y), textcoords="offset points", xytext=(4, -11), fontsize="x-small",
-                        color=METHOD_COLOURS.get(method))
+            ax.annotate(f"{e} ep", (x, y), textcoords="offset points", xytext=(5, -12), fontsize="x-small",
+                        color=colour)
+        if runs is not None:
+            r = runs[runs["method"] == method]
+            _seed_points(ax, r["iterations"], r["last_top1"], r.get("flags", [""] * len(r)), colour)
+    if matched is not None and len(matched):
+        m = matched[matched["method"] == "kd_matched"]
+        for _, row in m.iterrows():
+            ax.errorbar(row["iterations"], row["last_mean"], yerr=row["last_std"] if row["seeds"] > 1 else None,
+                        fmt="*", ms=11, capsize=3, color=METHOD_COLOURS.get("kd_matched"), zorder=5,
+                        label=f"KD at SLKD's steps, {row['epochs']} ep ({_spread_label(int(row['seeds']))})")
+    ax.plot([], [], ls="--", lw=1, color="gray", label="interpolation between measured budgets (not measured)")
+    _flagged_note(ax, runs)
     ax.set_xlabel("training iterations (optimizer steps)")
     ax.set_ylabel("test top-1 (%), last epoch")
-    ax.set_title("Accuracy against budget (mean ± std over seeds)")
+    ax.set_title("Accuracy against budget (markers measured)", fontsize="medium")
+    _span_at_least(ax)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
+    ax.legend(fontsize="x-small", loc="lower right")
     fig.tight_layout()
+    _incomplete(fig, summary, runs, matched)
+    return fig
+
+
+@_carries_missing
+def paired_long(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str, str]], metric: str = "last_top1",
+                by: str | None = None) -> pd.DataFrame:
+    """Per-seed differences for figures: one row per (comparison label, group ``by``, seed) with
+    ``diff = a - b`` of ``metric``, for each ``(label, a, b)`` in ``comparisons`` (methods of ``runs``)."""
+    rows = []
+    groups = runs.groupby(by, sort=False) if by else [(None, runs)]
+    for key, group in groups:
+        for label, a, b in comparisons:
+            ga = group[group["method"] == a].set_index("seed")
+            gb = group[group["method"] == b].set_index("seed")
+            for seed in ga.index:
+                if seed in gb.index:
+                    rows.append({"comparison": label, "group": key, "seed": seed,
+                                 "diff": float(ga.at[seed, metric]) - float(gb.at[seed, metric])})
+    return pd.DataFrame(rows, columns=["comparison", "group", "seed", "diff"])
+
+
+def plot_paired(long: pd.DataFrame, title: str = "Paired by seed", xlabel: str = ""):
+    """Paired differences (points): every seed's difference (seaborn strip plot) and their mean ± std
+    (seaborn point plot), one column per comparison (hue: the group, e.g. the budget), a line at zero."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * long["comparison"].nunique() + 2.4), 3.4))
+    hue = "group" if long["group"].notna().any() and long["group"].nunique() > 1 else None
+    data = long.assign(group=long["group"].astype(str)) if hue else long
+    sns.stripplot(data=data, x="comparison", y="diff", hue=hue, dodge=bool(hue), jitter=0.08, size=4, alpha=0.6,
+                  ax=ax, legend=False, palette="deep" if hue else None, color=None if hue else "tab:blue")
+    sns.pointplot(data=data, x="comparison", y="diff", hue=hue, dodge=0.4 if hue else False, errorbar="sd",
+                  capsize=0.1, markers="D", linestyle="none", ax=ax, palette="deep" if hue else None,
+                  color=None if hue else "black")
+    ax.axhline(0, color="k", lw=0.8)
+    n = data.groupby(["comparison"] + (["group"] if hue else []))["seed"].nunique()
+    seeds = sorted(set(int(v) for v in n))
+    ax.set_title(f"{title}: points = seeds; diamond = mean ± std ({', '.join(map(str, seeds))} seeds)",
+                 fontsize="medium")
+    ax.set_ylabel("difference in test top-1 (points)")
+    ax.set_xlabel(xlabel)
+    lo, hi = ax.get_ylim()
+    if hi - lo < 4:
+        mid = (hi + lo) / 2
+        ax.set_ylim(mid - 2, mid + 2)
+    if hue:
+        ax.legend(title=None, fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _incomplete(fig, long)
     return fig
 
 

@@ -9,6 +9,13 @@
 worker processes (:mod:`kdrepro.pretrain`); the notebooks then read every run from the store. Without it
 the notebooks train missing runs themselves, one at a time. ``--train-only`` stops after that step.
 
+``--executor slurm --slurm-partition P [--gpus-per-job 1] [--time 240] ...`` submits those runs to a
+Slurm cluster through submitit instead (:mod:`kdrepro.executors`: job arrays, afterok dependencies,
+requeue on preemption) and returns; calling it again prints which runs are pending, running, finished
+or failed, submits the ones that are neither finished nor in the queue, and runs the notebooks once every
+run is finished. ``--dry-run`` prints every run with the runs it waits for and, with an executor, what
+would be submitted with which resources.
+
 Every notebook ``notebooks/0*.ipynb`` (or the one named by ``--notebook``: a prefix such as ``03`` or a
 file name) runs in a fresh ``python3`` kernel with its working directory in ``notebooks/`` and the
 parameters above injected. The executed copies go to ``<results>/<profile>/notebooks/``; the notebooks
@@ -33,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .executors import EXECUTORS, ExecutorError, SlurmOptions
 from .experiments import ProfileError, load_profile
 from .pretrain import PretrainError
 
@@ -140,21 +148,41 @@ def _count_new(folder: Path, since: float) -> int:
 def reproduce(profile: str, notebook: str | None = None, results: str = "results", data_root: str | None = None,
               seeds: list[int] | None = None, device: str = "auto", store_in_place: bool = False,
               notebooks_dir: str | None = None, progress: bool | None = None, jobs: int = 0,
-              train_only: bool = False) -> list[NotebookRun]:
-    """Run the notebooks for ``profile`` (after training its runs with ``jobs`` workers when ``jobs > 0``);
-    print progress and a summary; return what ran."""
+              train_only: bool = False, executor: str = "local",
+              slurm: SlurmOptions | None = None, train: bool = True) -> list[NotebookRun]:
+    """Run the notebooks for ``profile`` (after training its runs with ``jobs`` workers when ``jobs > 0``, or
+    through ``executor``); print progress and a summary; return what ran. With ``executor="slurm"`` the
+    runs are submitted and, unless every run is finished already, no notebook runs (call it again)."""
+    from .executors import launch, make_executor, require_submitit
+
     t0 = time.time()
     prof = load_profile(profile)
-    if train_only and jobs < 1:
+    if executor not in EXECUTORS:
+        raise ReproduceError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if not train and (jobs > 0 or train_only):
+        raise ReproduceError("--no-train cannot be combined with --jobs or --train-only")
+    if train_only and jobs < 1 and executor == "local":
         raise ReproduceError("--train-only needs --jobs N (N >= 1)")
-    if jobs > 0:
+    if executor in ("slurm", "submitit-local"):
+        if executor == "slurm" and slurm is None:
+            raise ExecutorError("--executor slurm needs --slurm-partition P (the Slurm partition to submit to)")
+        require_submitit(f"--executor {executor}")
+    if jobs > 0 or executor != "local":
         from .experiments import Experiment
-        from .pretrain import pretrain
 
         exp = Experiment(prof, results_dir=results, data_root=data_root, seeds=seeds, device=device)
+        runner = make_executor(executor, jobs, slurm)
         exp.check_matched_steps()
-        pretrain(exp.all_configs(), results, jobs=jobs, logs_dir=exp.out_dir / "logs",
-                 log=lambda msg: print(msg, flush=True))
+        configs = exp.all_configs()
+        launch(configs, results, runner, logs_dir=exp.out_dir / "logs", jobs_dir=exp.out_dir / "jobs",
+               log=lambda msg: print(msg, flush=True))
+        if not runner.blocking:
+            unfinished = sum(1 for c in configs if exp.store.status(c) != "finished")
+            if unfinished:
+                print(f"kdrepro.reproduce: {unfinished} of {len(configs)} runs of profile {prof.name} are not finished "
+                      "yet; call this command again to see their state (or `kdrepro runs`), and again once they have "
+                      "finished to run the notebooks", flush=True)
+                return []
         if train_only:
             return []
     nb_dir = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
@@ -164,7 +192,7 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
     profile_arg = profile if Path(profile).suffix not in (".yaml", ".yml") else str(Path(profile).absolute())
     parameters = {"profile": profile_arg, "results_dir": os.path.relpath(results_dir, nb_dir.absolute()),
                   "data_root": str(Path(data_root).absolute()) if data_root else None,
-                  "seeds": list(seeds) if seeds else None, "device": device}
+                  "seeds": list(seeds) if seeds else None, "device": device, "train": train}
     if store_in_place:
         defaults = notebook_defaults(notebooks[0])
         changed = {k: v for k, v in parameters.items() if defaults.get(k) != v}
@@ -173,7 +201,12 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
                 f"--store-in-place writes the outputs that nbval compares against, so it runs the notebooks with "
                 f"their default parameters only; these differ: {changed} (defaults: {defaults})")
         parameters = {}
-    progress = sys.stderr.isatty() if progress is None else progress
+    if progress is None:  # a bar on a terminal; a line per cell elsewhere (logs, a notebook, CI)
+        progress = True if sys.stderr.isatty() else {
+            "file": sys.stdout, "ascii": True, "mininterval": 0,
+            "bar_format": "    {desc}: cell {n_fmt}/{total_fmt}, {elapsed}\n"}
+    tables, figures = out_root / "tables", out_root / "figures"
+    before = {d: _hashes(d) for d in (tables, figures)}
     print(f"kdrepro.reproduce: profile {prof.name} ({prof.expected_time}); {len(notebooks)} notebook(s); "
           f"runs in {results_dir / 'runs'}", flush=True)
     done = []
@@ -184,20 +217,76 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
         done.append(run)
         print(f"[{i}/{len(notebooks)}] {path.stem} done in {run.seconds:.0f} s -> {run.output}", flush=True)
     total = time.time() - t0
-    tables, figures = out_root / "tables", out_root / "figures"
     print(f"\nkdrepro.reproduce: {len(done)} notebook(s) for profile {prof.name} in {total / 60:.1f} min "
           f"({total:.0f} s)")
     for run in done:
         print(f"  {run.name:<28} {run.seconds:6.0f} s  {run.output}")
-    print(f"  tables written:  {_count_new(tables, t0):3d} files in {tables}")
-    print(f"  figures written: {_count_new(figures, t0):3d} files in {figures}")
+    for kind, folder in (("tables", tables), ("figures", figures)):
+        for line in changes_report(kind, folder, before[folder], t0):
+            print(line)
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kdrepro.reproduce",
-                                     description="Run the notebooks headless with papermill for one profile.")
-    parser.add_argument("--profile", default="demo", help="smoke, demo, cpu, paper or a profile .yaml (default demo)")
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    if not folder.is_dir():
+        return {}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def _committed(folder: Path) -> dict[str, str] | None:
+    """``{file name: state}`` against git's HEAD (``changed``, ``new``) for the files under ``folder``; None
+    when ``folder`` is not in a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "."], cwd=folder,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    ignored = subprocess.run(["git", "check-ignore", "-q", "."], cwd=folder, capture_output=True, timeout=30)
+    if ignored.returncode == 0:  # git does not track this folder: compare with the files before the run
+        return None
+    states = {}
+    for line in out.stdout.splitlines():
+        code, name = line[:2], Path(line[3:].strip().strip('"')).name
+        states[name] = "new" if code == "??" else "changed"
+    return states
+
+
+def changes_report(kind: str, folder: Path, before: dict[str, str], since: float) -> list[str]:
+    """What a reproduction did to ``folder``: files written, and which differ from the committed version (in
+    a git checkout) or else from the files there before the run."""
+    after = _hashes(folder)
+    written = _count_new(folder, since)
+    committed = _committed(folder) if folder.is_dir() else None
+    if committed is not None:
+        changed = sorted(n for n in after if committed.get(n) == "changed")
+        new = sorted(n for n in after if committed.get(n) == "new")
+        against = "the committed version"
+    else:
+        changed = sorted(n for n in after if n in before and before[n] != after[n])
+        new = sorted(n for n in after if n not in before)
+        against = "the files there before this run"
+    same = len(after) - len(changed) - len(new)
+    lines = [f"  {kind}: {written} file(s) written in {folder}; against {against}: {same} identical, "
+             f"{len(changed)} changed, {len(new)} new"]
+    for label, names in (("changed", changed), ("new", new)):
+        if names:
+            shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+            lines.append(f"    {label}: {shown}")
+    return lines
+
+
+DESCRIPTION = ("Run the notebooks headless with papermill for one profile (first training its missing runs in "
+               "parallel with --jobs N), then say which tables and figures changed.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="demo", help="smoke, demo, cpu, cpu300, paper or a profile .yaml (default demo)")
     parser.add_argument("--notebook", default=None, metavar="NB", help="run one notebook: a prefix such as 03, or its name")
     parser.add_argument("--results", default="results", metavar="DIR",
                         help="results folder: runs/ and <profile>/{notebooks,tables,figures} (default ./results)")
@@ -209,13 +298,77 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks-dir", default=None, metavar="DIR", help="the notebooks' folder (default ./notebooks)")
     parser.add_argument("--jobs", type=int, default=0, metavar="N",
                         help="first train the profile's missing runs with N parallel workers (default 0: the "
-                             "notebooks train them one at a time)")
+                             "notebooks train them one at a time); with --executor slurm: at most N running runs "
+                             "per job array (default: no limit)")
     parser.add_argument("--train-only", action="store_true", help="with --jobs: train the runs, run no notebook")
-    args = parser.parse_args(argv)
+    parser.add_argument("--no-train", action="store_true",
+                        help="the notebooks read finished runs only and train nothing; tables and figures of a "
+                             "study with missing runs say which runs are missing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print every run of the profile (teachers first) with its state and the runs it waits "
+                             "for, and what --jobs/--executor would train or submit with which resources; train nothing")
+    cluster = parser.add_argument_group(
+        "executor", "where --jobs trains the runs: this machine (local) or a Slurm cluster (slurm, through submitit: "
+                    "pip install 'kdrepro[cluster]'); see kdrepro/executors.py")
+    cluster.add_argument("--executor", choices=EXECUTORS, default="local",
+                         help="local (default): --jobs worker processes here; slurm: submit every run as a Slurm job "
+                              "and return (call again for their state); submitit-local: the Slurm job code path run "
+                              "by submitit's LocalExecutor here, to try it without a cluster")
+    cluster.add_argument("--slurm-partition", default=None, metavar="P", help="Slurm partition (required with slurm)")
+    cluster.add_argument("--gpus-per-job", type=int, default=None, metavar="N", help="GPUs per run (default 1)")
+    cluster.add_argument("--cpus-per-job", type=int, default=None, metavar="N", help="CPU cores per run (default 4)")
+    cluster.add_argument("--time", type=int, default=None, metavar="MIN",
+                         help="time limit of a job in minutes (default 240); a run that needs longer is requeued "
+                              "and resumes from its checkpoint")
+    cluster.add_argument("--mem-gb", type=float, default=None, metavar="GB", help="memory per job (default: the partition's)")
+    cluster.add_argument("--requeues", type=int, default=None, metavar="N",
+                         help="how often a job that reaches --time is requeued (default 10; preemptions do not count)")
+    cluster.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                         help="another sbatch option for every job, e.g. account=proj or qos=normal (repeatable)")
+
+
+_SLURM_FLAGS = {"slurm_partition": "--slurm-partition", "gpus_per_job": "--gpus-per-job", "cpus_per_job": "--cpus-per-job",
+                "time": "--time", "mem_gb": "--mem-gb", "requeues": "--requeues", "slurm_extra": "--slurm-extra"}
+
+
+def slurm_options(args) -> SlurmOptions | None:
+    """The :class:`SlurmOptions` of the command line (None unless ``--executor slurm``); a slurm-only option
+    with another executor, a missing partition or a bad value is a :class:`ExecutorError`."""
+    given = [flag for name, flag in _SLURM_FLAGS.items() if getattr(args, name, None) not in (None, [])]
+    executor = getattr(args, "executor", "local")
+    if executor != "slurm":
+        if given:
+            raise ExecutorError(f"{', '.join(given)}: only for --executor slurm (the executor is {executor})")
+        return None
+    if not args.slurm_partition:
+        raise ExecutorError("--executor slurm needs --slurm-partition P (the Slurm partition to submit to)")
+    extra = {}
+    for item in args.slurm_extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or key.strip().startswith("-"):
+            raise ExecutorError(f"--slurm-extra {item!r}: give KEY=VALUE, e.g. account=myproject")
+        extra[key.strip()] = value.strip()
+    opts = SlurmOptions(args.slurm_partition, array_parallelism=args.jobs if args.jobs > 0 else None, extra=extra)
+    for name, attr in (("gpus_per_job", "gpus_per_job"), ("cpus_per_job", "cpus_per_job"), ("time", "time_min"),
+                       ("mem_gb", "mem_gb"), ("requeues", "requeues")):
+        if getattr(args, name) is not None:
+            setattr(opts, attr, getattr(args, name))
+    return opts.check()
+
+
+def run_from_args(args) -> int:
     try:
+        if args.jobs < 0:
+            raise ReproduceError(f"--jobs must be 0 or more, got {args.jobs}")
+        slurm = slurm_options(args)
+        if args.dry_run:
+            return dry_run(args.profile, args.results, args.data_root, args.seeds, args.device,
+                           executor=args.executor, jobs=args.jobs, slurm=slurm)
         reproduce(args.profile, args.notebook, args.results, args.data_root, args.seeds, args.device,
-                  args.store_in_place, args.notebooks_dir, jobs=args.jobs, train_only=args.train_only)
-    except (ProfileError, ReproduceError, PretrainError) as err:
+                  args.store_in_place, args.notebooks_dir, jobs=args.jobs, train_only=args.train_only,
+                  train=not args.no_train,
+                  executor=args.executor, slurm=slurm)
+    except (ProfileError, ReproduceError, PretrainError, ExecutorError) as err:
         print(f"kdrepro.reproduce: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -223,6 +376,31 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+def dry_run(profile: str, results: str = "results", data_root: str | None = None, seeds: list[int] | None = None,
+            device: str = "auto", executor: str = "local", jobs: int = 0, slurm: SlurmOptions | None = None) -> int:
+    """Print the profile's plan: every run (teachers first), its state (in the store, or its submitted job's),
+    the runs it waits for, and what ``--jobs``/``--executor`` would train or submit with which resources.
+    Loads no data and submits nothing (so it needs neither the data sets nor submitit)."""
+    from .executors import describe_plan, make_executor
+    from .experiments import Experiment
+
+    exp = Experiment(profile, results_dir=results, data_root=data_root, seeds=seeds, device=device)
+    runner = make_executor(executor, jobs, slurm) if executor != "local" or jobs > 0 else None
+    configs = exp.all_configs()
+    print(f"profile {exp.profile.name}: {len(configs)} runs in {exp.store.runs_dir}")
+    if runner is None:
+        print("no --jobs: the notebooks train the runs that are not finished one at a time, in this order")
+    for line in describe_plan(configs, exp.store, runner, exp.out_dir / "jobs"):
+        print(line)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdrepro.reproduce", description=DESCRIPTION)
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,20 @@
 """The run store: every run lives in ``<results>/runs/<run id>/`` next to the configuration that made it.
 
-::
+The folder layout and the atomic writes are :class:`kdrepro.rundir.RunDir`'s. :func:`run` returns a
+finished run's stored result without training, resumes an unfinished one, and trains a new one. A
+student's teacher is itself a run (a CE run), trained once per (data, architecture, seed, recipe, ...)
+and reused by every student that names it.
 
-    results/runs/<id>/config.json       the resolved RunConfig (every field explicit)
-                      metrics.jsonl     one JSON line per finished epoch
-                      summary.json      last and best top-1, epochs, iterations, wall time, environment
-                      curriculum/       phase<k>.pt: snapshot scores, selected pool, snapshot accuracy
-                      weights.pt        final weights (not in git)
-                      checkpoints/      latest.pt for resuming (not in git)
-                      snapshots/        the snapshot at each phase start (not in git)
-    results/runs/<id>.lock              while a process trains the run: its host and pid (not in git)
-
-:func:`run` returns a finished run's stored result without training, resumes an unfinished one, and
-trains a new one. Two processes never train the same run: the one that finds the run locked by a live
-process gets :class:`RunLockedError` (``python -m kdrepro.reproduce --jobs N`` waits for such runs
-instead). A lock left by a killed process is taken over. A student's teacher is itself a run (a CE run), trained once per (data set,
-architecture, seed, recipe, ...) and reused by every student that names it.
+Locks. While a process trains a run it holds ``<run id>.lock``: a file created exclusively (``O_EXCL``)
+that names its host, process and a random token, and whose modification time a background thread
+renews every :data:`HEARTBEAT` seconds. A lock is *stale*, and is taken over, when its process is dead
+(same host) or its heartbeat is older than ``stale_after`` seconds (any host: a killed job on another
+machine of a cluster). A process that finds a run (or the run's teacher) locked by a live process
+waits for it, with a message, up to ``wait`` seconds, and then reuses the finished run instead of
+training it again; :class:`RunLockedError` after the timeout. A holder that finds its token gone from
+the lock (another process took it over after a long stall) stops at the end of its epoch. What the
+file system must support (a local disk, NFSv3 or later, Lustre, GPFS do): exclusive create, atomic
+rename, and modification times that other machines see; clocks of the machines within a minute.
 
 The results folder is ``results/`` in the current directory unless ``KDREPRO_RESULTS`` or an explicit
 ``root`` says otherwise.
@@ -26,14 +25,26 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
 import socket
 import statistics
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
-from .config import RunConfig
+from .config import ConfigError, RunConfig
+from .rundir import RunDir, RunFileError, read_json
+
+#: seconds between two renewals of a held lock
+HEARTBEAT = 30.0
+#: a lock whose heartbeat is older than this is stale (default; ``RunStore(stale_after=...)``,
+#: ``$KDREPRO_LOCK_STALE``)
+STALE_AFTER = 300.0
+#: how long a process waits for a run (or its teacher) that another process is training (default)
+WAIT = 7 * 24 * 3600.0
 
 
 def default_results_root() -> Path:
@@ -41,7 +52,11 @@ def default_results_root() -> Path:
 
 
 class RunLockedError(RuntimeError):
-    """The run is being trained by another live process."""
+    """The run is being trained by another live process (and waiting was not asked for, or timed out)."""
+
+
+class LockLostError(RuntimeError):
+    """This process's lock was taken over by another one; it stops without writing further."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -54,16 +69,81 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def lock_owner(lock: Path) -> tuple[str, int] | None:
-    """``(host, pid)`` of the live holder of ``lock``; None when it is free or stale (a dead pid on this host)."""
+def _read_lock(lock: Path) -> dict | None:
+    """The lock's content (``host``, ``pid``, ``token``), ``{}`` when unreadable, None when absent."""
     try:
-        host, pid = lock.read_text().split()[:2]
-        pid = int(pid)
-    except (FileNotFoundError, ValueError):
+        text = lock.read_text()
+    except FileNotFoundError:
         return None
-    if host == socket.gethostname() and not _pid_alive(pid):
+    except OSError:
+        return {}
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict):
+            return data
+    except json.JSONDecodeError:
+        pass
+    parts = text.split()  # kdrepro 0.1: "host pid"
+    if len(parts) >= 2 and parts[1].isdigit():
+        return {"host": parts[0], "pid": int(parts[1])}
+    return {}
+
+
+def lock_owner(lock: Path, stale_after: float | None = None) -> tuple[str, int] | None:
+    """``(host, pid)`` of the live holder of ``lock``; None when it is free or stale (a dead process on this
+    host, or no heartbeat for ``stale_after`` seconds)."""
+    info = _read_lock(lock)
+    if info is None:
+        return None
+    stale_after = _stale_after(stale_after)
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    host, pid = str(info.get("host", "?")), int(info.get("pid", -1) or -1)
+    if host == socket.gethostname() and pid > 0 and not _pid_alive(pid):
+        return None
+    if age > stale_after:
         return None
     return host, pid
+
+
+def _stale_after(value: float | None) -> float:
+    if value is not None:
+        return float(value)
+    env = os.environ.get("KDREPRO_LOCK_STALE")
+    return float(env) if env else STALE_AFTER
+
+
+class _Heartbeat:
+    """Renews a held lock's modification time; notices when the lock no longer holds this token."""
+
+    def __init__(self, lock: Path, token: str, every: float):
+        self.lock, self.token, self.every = lock, token, every
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"kdrepro-lock-{lock.name}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            info = _read_lock(self.lock)
+            if info is None or info.get("token") != self.token:
+                self.lost.set()
+                return
+            try:
+                os.utime(self.lock)
+            except OSError:
+                pass
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LockLostError(f"the lock {self.lock} was taken over by another process (this one stalled for "
+                                "longer than the stale timeout); stopping without writing further")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 @dataclass
@@ -77,26 +157,26 @@ class RunResult:
         return self.run_dir.name
 
     def metrics(self) -> list[dict]:
-        return read_metrics(self.run_dir)
+        return RunDir(self.run_dir).read_metrics()
 
     def curriculum(self) -> list[dict]:
         """The per-phase curriculum records (scores, pool, snapshot accuracy), in phase order."""
-        import torch
-
-        files = sorted((self.run_dir / "curriculum").glob("phase*.pt"), key=lambda p: int(p.stem[5:]))
-        return [torch.load(f, weights_only=True) for f in files]
+        rd = RunDir(self.run_dir)
+        return [rd.load(f) for f in rd.curriculum_records()]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return RunDir(run_dir).read_metrics()
 
 
 class RunStore:
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, stale_after: float | None = None,
+                 heartbeat: float = HEARTBEAT):
         self.root = Path(root) if root is not None else default_results_root()
+        self.stale_after = _stale_after(stale_after)
+        self.heartbeat = heartbeat
+        if self.root.exists() and not self.root.is_dir():
+            raise RunFileError(self.root, "is a file, not a results folder; give --results a folder")
 
     @property
     def runs_dir(self) -> Path:
@@ -112,123 +192,209 @@ class RunStore:
     def lock_path(self, cfg: RunConfig) -> Path:
         return self.runs_dir / f"{cfg.run_id}.lock"
 
-    @contextlib.contextmanager
-    def _locked(self, cfg: RunConfig):
-        """Hold ``<run id>.lock`` while training; raise :class:`RunLockedError` if a live process holds it."""
-        lock = self.lock_path(cfg)
+    def owner(self, cfg: RunConfig) -> tuple[str, int] | None:
+        """The live holder of ``cfg``'s lock, if any."""
+        return lock_owner(self.lock_path(cfg), self.stale_after)
+
+    # ------------------------------------------------------------------ locks
+    def _try_lock(self, lock: Path) -> str | None:
+        """Take ``lock`` (taking over a stale one); return its token, or None when a live process holds it."""
         lock.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(3):
+            token = secrets.token_hex(8)
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                break
             except FileExistsError:
-                owner = lock_owner(lock)
-                if owner is not None:
-                    raise RunLockedError(
-                        f"run {cfg.run_id} is being trained by process {owner[1]} on {owner[0]} (lock {lock}); "
-                        "wait for it to finish, or delete the lock file if that process is gone") from None
-                lock.unlink(missing_ok=True)  # stale: its process died
-        else:
-            raise RunLockedError(f"could not take the lock {lock}")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{socket.gethostname()} {os.getpid()}\n")
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
+                if lock_owner(lock, self.stale_after) is not None:
+                    return None
+                # stale: move it aside under a unique name (atomic), so that two processes that both saw
+                # it stale cannot both remove a fresh lock
+                aside = lock.with_name(f"{lock.name}.stale-{socket.gethostname()}-{os.getpid()}")
+                try:
+                    os.replace(lock, aside)
+                    aside.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    pass
+                continue
+            except OSError as err:
+                raise RunFileError(lock, f"cannot create the lock file ({err.strerror})") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "token": token,
+                           "started": time.strftime("%Y-%m-%dT%H:%M:%S")}, fh)
+            return token
+        return None
 
+    @contextlib.contextmanager
+    def _locked(self, cfg: RunConfig, wait: float = 0.0, log: Callable[[str], None] | None = None):
+        """Hold ``<run id>.lock``; wait up to ``wait`` seconds for a live holder, then :class:`RunLockedError`."""
+        lock = self.lock_path(cfg)
+        deadline = time.monotonic() + wait
+        said = False
+        while True:
+            token = self._try_lock(lock)
+            if token is not None:
+                break
+            owner = lock_owner(lock, self.stale_after)
+            if time.monotonic() >= deadline:
+                who = f"process {owner[1]} on {owner[0]}" if owner else "another process"
+                raise RunLockedError(
+                    f"run {cfg.run_id} is being trained by {who} (lock {lock}); "
+                    + (f"waited {wait:.0f} s. " if wait else "")
+                    + "Wait for it to finish, or delete the lock file if that process is gone")
+            if not said and log is not None and owner is not None:
+                log(f"run {cfg.run_id} is being trained by process {owner[1]} on {owner[0]}: waiting for it "
+                    f"(up to {wait / 3600:.1f} h; the finished run is then reused)")
+                said = True
+            time.sleep(min(5.0, max(0.05, deadline - time.monotonic())))
+        beat = _Heartbeat(lock, token, self.heartbeat)
+        try:
+            yield beat
+        finally:
+            beat.stop()
+            info = _read_lock(lock)
+            if info is not None and info.get("token") == token:
+                lock.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ reading
     def status(self, cfg_or_dir: RunConfig | Path) -> str:
         d = self.run_dir(cfg_or_dir) if isinstance(cfg_or_dir, RunConfig) else Path(cfg_or_dir)
-        if (d / "summary.json").exists():
-            return "finished"
-        if (d / "checkpoints" / "latest.pt").exists():
-            return "partial"
-        return "new"
+        return RunDir(d).status()
+
+    def resolve(self, run: str | Path) -> Path:
+        """The folder of a run given by id, unique id prefix, a former id (``kdrepro migrate``) or path."""
+        text = str(run)
+        if not text.strip():
+            raise FileNotFoundError("no run given: name a run id, a unique id prefix or a run folder "
+                                    "(`kdrepro runs` lists them)")
+        d = Path(run)
+        if d.is_dir() and (d / "config.json").exists():
+            return d
+        d = self.runs_dir / text
+        if d.is_dir():
+            return d
+        if not self.runs_dir.is_dir():
+            raise FileNotFoundError(f"no run {text!r}: {self.runs_dir} does not exist")
+        moved = self.migrated_ids().get(text)
+        if moved and (self.runs_dir / moved).is_dir():
+            return self.runs_dir / moved
+        matches = sorted(p for p in self.runs_dir.glob(f"{text}*") if p.is_dir())
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise FileNotFoundError(f"no run {text!r} in {self.runs_dir} (`kdrepro runs` lists them)")
+        shown = "\n  ".join(self._describe(m) for m in matches[:20])
+        more = f"\n  ... and {len(matches) - 20} more" if len(matches) > 20 else ""
+        raise FileNotFoundError(f"run {text!r} is ambiguous: {len(matches)} runs start with it; give more of the "
+                                f"id:\n  {shown}{more}")
+
+    def _describe(self, d: Path) -> str:
+        try:
+            cfg = RunConfig.from_dict(RunDir(d).read_config())
+            label = cfg.label()
+            return f"{d.name}  {label}" if label else d.name
+        except (RunFileError, ConfigError):
+            return d.name
 
     def load(self, run: str | Path) -> RunResult:
         """A stored run by id, id prefix or path."""
-        d = Path(run)
-        if not d.is_dir():
-            d = self.runs_dir / str(run)
-        if not d.is_dir():
-            matches = sorted(self.runs_dir.glob(f"{run}*")) if self.runs_dir.is_dir() else []
-            if len(matches) != 1:
-                where = f"in {self.runs_dir}" if self.runs_dir.is_dir() else f"({self.runs_dir} does not exist)"
-                raise FileNotFoundError(f"no run {run!r} {where}" if not matches else
-                                        f"run {run!r} is ambiguous: {', '.join(m.name for m in matches)}")
-            d = matches[0]
-        cfg = RunConfig.from_dict(json.loads((d / "config.json").read_text()))
-        summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
-        return RunResult(cfg, d, summary)
+        d = self.resolve(run)
+        rd = RunDir(d)
+        try:
+            cfg = RunConfig.from_dict(rd.read_config(), where=str(rd.config))
+        except ConfigError as err:
+            raise RunFileError(rd.config, f"{err}") from None
+        return RunResult(cfg, d, rd.read_summary())
+
+    def migrated_ids(self) -> dict[str, str]:
+        """``{old id: new id}`` from ``runs/migrations.jsonl`` (written by ``kdrepro migrate``)."""
+        path = self.runs_dir / "migrations.jsonl"
+        out = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError):
+                    row = json.loads(line)
+                    out[row["old"]] = row["new"]
+        return out
 
     def list(self) -> list[dict]:
+        """One row per run folder; a run whose files are damaged is listed with ``status`` ``bad`` and the
+        problem (naming the file), never hiding the others."""
         rows = []
-        for d in sorted(self.runs_dir.glob("*")) if self.runs_dir.is_dir() else []:
-            if not (d / "config.json").exists():
+        for d in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
+            if not d.is_dir() or not (d / "config.json").exists():
                 continue
-            metrics = read_metrics(d)
-            cfg = json.loads((d / "config.json").read_text())
-            summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
-            rows.append({"run_id": d.name, "status": self.status(d), "method": cfg["method"],
-                         "dataset": cfg["dataset"], "model": cfg["model"], "seed": cfg["seed"],
-                         "epochs": f"{len(metrics)}/{cfg['epochs']}",
-                         "last_top1": summary.get("last_top1", metrics[-1]["test_top1"] if metrics else None),
-                         "best_top1": summary.get("best_top1")})
+            rd = RunDir(d)
+            try:
+                raw = rd.read_config()
+                cfg = RunConfig.from_dict(raw, where=str(rd.config))
+                metrics = rd.read_metrics()
+                summary = rd.read_summary()
+                last = summary.get("last_top1", metrics[-1]["test_top1"] if metrics else None)
+                owner = lock_owner(rd.lock, self.stale_after)
+                status = rd.status() if owner is None or rd.status() == "finished" else "running"
+                rows.append({"run_id": d.name, "status": status, "method": cfg.method, "dataset": cfg.dataset,
+                             "model": cfg.model, "seed": cfg.seed, "label": cfg.label(),
+                             "epochs": f"{len(metrics)}/{cfg.epochs}", "last_top1": last,
+                             "best_top1": summary.get("best_top1"), "flags": summary.get("flags", []),
+                             "problem": None})
+            except (RunFileError, ConfigError, KeyError, TypeError) as err:
+                rows.append({"run_id": d.name, "status": "bad", "method": None, "dataset": None, "model": None,
+                             "seed": None, "label": "", "epochs": "?", "last_top1": None, "best_top1": None,
+                             "flags": [], "problem": str(err)})
         return rows
 
     # ------------------------------------------------------------------ running
-    def run(self, cfg: RunConfig, train: bool = True, log=None) -> RunResult:
-        """The finished result of ``cfg``: stored if finished, else resumed or trained (``train=True``)."""
+    def run(self, cfg: RunConfig, train: bool = True, log=None, wait: float | None = WAIT) -> RunResult:
+        """The finished result of ``cfg``: stored if finished, else resumed or trained (``train=True``). A run
+        (or teacher) that another process is training is waited for up to ``wait`` seconds."""
         cfg = cfg.resolved()  # validates before anything is written
         d = self.run_dir(cfg)
         if self.status(d) == "finished":
             return self.load(d)
         if not train:
             raise FileNotFoundError(f"run {d.name} is {self.status(d)} in {self.runs_dir} and train=False")
-        teacher = self._teacher_model(cfg, log)
-        with self._locked(cfg):
+        teacher = self._teacher_spec(cfg, log, wait)
+        with self._locked(cfg, wait=wait or 0.0, log=log) as beat:
             if self.status(d) == "finished":  # finished by another process while this one waited
                 return self.load(d)
-            return self._train(cfg, d, teacher, log)
+            return self._train(cfg, d, teacher, log, beat)
 
-    def _train(self, cfg: RunConfig, d: Path, teacher, log) -> RunResult:
+    def _train(self, cfg: RunConfig, d: Path, teacher, log, beat: _Heartbeat) -> RunResult:
         from .engine import Trainer
 
         fresh = not d.exists()
         try:
             trainer = Trainer(cfg, d, teacher=teacher, cache_dir=self.cache_dir, log=log)
+            rd = RunDir(d)
+            d.mkdir(parents=True, exist_ok=True)
+            if not rd.config.exists():
+                rd.write_config(cfg.to_dict())
         except BaseException:
             if fresh and d.exists():
-                shutil.rmtree(d)
+                shutil.rmtree(d, ignore_errors=True)
             raise
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        trainer.epoch_hook = beat.check
         trainer.fit()
         return self.load(d)
 
-    def _teacher_model(self, cfg: RunConfig, log):
-        from .models import create_model
+    def _teacher_spec(self, cfg: RunConfig, log, wait):
+        """What the trainer builds the teacher from: a published checkpoint, or the teacher run's weights
+        (trained first, or waited for, when not in the store). Loads no data."""
+        from .engine import TeacherSpec
 
-        if cfg.method == "ce" or (cfg.teacher is None and cfg.teacher_weights is None):
+        if not cfg.needs_teacher:
             return None
-        from .data import load_dataset
-
-        train = load_dataset(cfg.dataset, root=cfg.data_root, train=True, **cfg.dataset_options)
+        t = cfg.teacher or {}
         if cfg.teacher_weights is not None:
-            name = (cfg.teacher or {}).get("model")
-            if name is None:
-                raise ValueError("teacher_weights needs the teacher's architecture: set teacher.model too")
-            return create_model(name, train.num_classes, in_channels=train.image_shape[0],
-                                weights=cfg.teacher_weights)
+            return TeacherSpec(t["model"], cfg.teacher_weights, dict(t.get("model_options", {})))
         tcfg = cfg.teacher_config()
-        result = self.run(tcfg, log=log)
+        result = self.run(tcfg, log=log, wait=wait)
         weights = result.run_dir / "weights.pt"
         if not weights.exists():
             raise FileNotFoundError(
                 f"teacher run {result.run_id} is finished but its weights ({weights}) are not here (weights "
                 "are kept out of git). Delete that run folder to retrain the teacher, or give teacher_weights.")
-        return create_model(tcfg.model, train.num_classes, in_channels=train.image_shape[0],
-                            weights=str(weights), **tcfg.model_options)
+        return TeacherSpec(tcfg.model, str(weights), dict(tcfg.model_options))
 
 
 def run(cfg: RunConfig, root: str | os.PathLike | None = None, **kwargs) -> RunResult:

@@ -23,16 +23,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
+
+from .registry import Registry
+from .values import Fraction, NonNegativeInt, PositiveInt
 
 __all__ = [
     "SCORES",
     "ORDERS",
     "PACINGS",
+    "register_score",
+    "register_order",
+    "register_pacing",
+    "schedule_for",
     "scores_from_logits",
     "score_instances",
     "select_pool",
@@ -41,9 +49,34 @@ __all__ = [
     "phase_at",
 ]
 
-SCORES = ("max_logit", "true_class_prob", "ce_loss", "margin", "teacher_kl")
-ORDERS = ("easy_first", "hard_first", "random")
-PACINGS = ("authors", "custom", "linear", "root", "step", "none")
+#: curriculum scores by name: ``fn(logits [N, C], targets [N], teacher_logits [N, C] | None) -> [N]``, higher =
+#: easier; ``fn.needs_teacher`` says whether the score reads the teacher's logits (:func:`register_score`)
+SCORES: Registry[Callable[..., Tensor]] = Registry("curriculum score")
+#: orders by name: ``fn(class_scores [n_c], k, generator) -> positions of the k chosen`` (:func:`register_order`)
+ORDERS: Registry[Callable[..., Tensor]] = Registry("curriculum order")
+#: pacings by name: ``(Params, build(epochs, params) -> list[Phase])`` (:func:`register_pacing`)
+PACINGS: Registry[tuple[type[BaseModel], Callable[..., list["Phase"]]]] = Registry("pacing")
+
+
+def register_score(name: str, needs_teacher: bool = False):
+    """Decorator: register a curriculum score ``fn(logits, targets, teacher_logits) -> scores`` (float32,
+    higher = easier). ``needs_teacher=True`` makes every run that uses it need a teacher (its logits on
+    the un-augmented images come from the teacher-logit cache or a live forward pass)."""
+    return SCORES.decorator(name, needs_teacher=needs_teacher)
+
+
+def register_order(name: str):
+    """Decorator: register an order ``fn(class_scores, k, generator) -> LongTensor`` of the ``k`` positions
+    (into one class's scores) that the pool takes from that class."""
+    return ORDERS.decorator(name)
+
+
+def register_pacing(name: str, params: type[BaseModel]):
+    """Decorator: register a pacing ``build(epochs, params) -> list[Phase]`` with its typed ``params``."""
+    def wrap(fn):
+        PACINGS.register(name, (params, fn))
+        return fn
+    return wrap
 
 #: Seed of the generator ``select_pool(order="random")`` uses when none is given.
 DEFAULT_RANDOM_SEED = 0
@@ -55,7 +88,7 @@ AUTHORS_PHASE_ENDS = (70, 110, 150, 200, 300)
 AUTHORS_FRACTIONS = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
-def _check_choice(value: str, choices: tuple[str, ...], name: str) -> None:
+def _check_choice(value: str, choices, name: str) -> None:
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
 
@@ -86,34 +119,57 @@ def scores_from_logits(
             f"got {tuple(targets.shape)}"
         )
     z = logits.float()
-    if score == "max_logit":
-        return z.max(dim=1).values
-    if score == "teacher_kl":
+    fn = SCORES.get(score)
+    if fn.needs_teacher:
         if teacher_logits is None:
-            raise ValueError("score 'teacher_kl' needs teacher_logits (the teacher's logits for the same instances)")
+            raise ValueError(f"score {score!r} needs teacher_logits (the teacher's logits for the same instances)")
         if teacher_logits.shape != logits.shape:
             raise ValueError(
                 f"teacher_logits has shape {tuple(teacher_logits.shape)}, logits {tuple(logits.shape)}; "
                 "they must match"
             )
-        log_p_t = F.log_softmax(teacher_logits.float(), dim=1)
-        kl = F.kl_div(F.log_softmax(z, dim=1), log_p_t, reduction="none", log_target=True).sum(dim=1)
-        return -kl
+    return fn(z, targets, teacher_logits)
+
+
+def _labels(z: Tensor, targets: Tensor) -> Tensor:
     y = targets.long()
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= z.shape[1]):
         raise ValueError(
             f"targets must lie in [0, {z.shape[1] - 1}] for {z.shape[1]} classes, "
             f"found values in [{int(y.min())}, {int(y.max())}]"
         )
-    if score == "true_class_prob":
-        return F.softmax(z, dim=1).gather(1, y[:, None]).squeeze(1)
-    if score == "ce_loss":
-        return -F.cross_entropy(z, y, reduction="none")
-    # margin
+    return y
+
+
+@register_score("max_logit")
+def _max_logit(z: Tensor, targets: Tensor, teacher_logits: Tensor | None) -> Tensor:
+    """The authors' score: ``max_j z_j`` (ignores the label)."""
+    return z.max(dim=1).values
+
+
+@register_score("true_class_prob")
+def _true_class_prob(z: Tensor, targets: Tensor, teacher_logits: Tensor | None) -> Tensor:
+    return F.softmax(z, dim=1).gather(1, _labels(z, targets)[:, None]).squeeze(1)
+
+
+@register_score("ce_loss")
+def _ce_loss(z: Tensor, targets: Tensor, teacher_logits: Tensor | None) -> Tensor:
+    return -F.cross_entropy(z, _labels(z, targets), reduction="none")
+
+
+@register_score("margin")
+def _margin(z: Tensor, targets: Tensor, teacher_logits: Tensor | None) -> Tensor:
+    y = _labels(z, targets)
     if z.shape[1] < 2:
         raise ValueError("score 'margin' needs at least 2 classes")
     others = z.scatter(1, y[:, None], float("-inf"))
     return z.gather(1, y[:, None]).squeeze(1) - others.max(dim=1).values
+
+
+@register_score("teacher_kl", needs_teacher=True)
+def _teacher_kl(z: Tensor, targets: Tensor, teacher_logits: Tensor | None) -> Tensor:
+    log_p_t = F.log_softmax(teacher_logits.float(), dim=1)
+    return -F.kl_div(F.log_softmax(z, dim=1), log_p_t, reduction="none", log_target=True).sum(dim=1)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -151,12 +207,13 @@ def score_instances(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     images, targets = dataset.images, dataset.targets
     n = images.shape[0]
-    if score == "teacher_kl" and teacher is None and teacher_logits is None:
-        raise ValueError("score 'teacher_kl' needs teacher= (a model) or teacher_logits= (a tensor [N, C])")
+    needs_teacher = SCORES.get(score).needs_teacher
+    if needs_teacher and teacher is None and teacher_logits is None:
+        raise ValueError(f"score {score!r} needs teacher= (a model) or teacher_logits= (a tensor [N, C])")
     if teacher_logits is not None and teacher_logits.shape[0] != n:
         raise ValueError(f"teacher_logits has {teacher_logits.shape[0]} rows but the dataset has {n} instances")
     device = torch.device(device) if device is not None else _model_device(model)
-    use_teacher_model = score == "teacher_kl" and teacher_logits is None
+    use_teacher_model = needs_teacher and teacher_logits is None
     modules = [model] + ([teacher] if use_teacher_model else [])
     was_training = [m.training for m in modules]
     for m in modules:
@@ -172,7 +229,7 @@ def score_instances(
                     "expected logits [batch, classes]"
                 )
             t = None
-            if score == "teacher_kl":
+            if needs_teacher:
                 t = teacher(x) if use_teacher_model else teacher_logits[start:start + batch_size].to(device)
             y = targets[start:start + batch_size].to(device)
             chunks.append(scores_from_logits(z, y, score, teacher_logits=t).cpu())
@@ -222,19 +279,33 @@ def select_pool(
         raise ValueError(f"scores contain {int(torch.isnan(scores).sum())} NaN value(s); cannot rank instances")
     if order == "random" and generator is None:
         generator = torch.Generator().manual_seed(DEFAULT_RANDOM_SEED)
+    pick = ORDERS.get(order)
     chosen = []
     for c in torch.unique(targets):  # sorted ascending
         members = torch.nonzero(targets == c).flatten()  # ascending indices
         k = _pool_size(float(fraction), members.numel())
-        if order == "random":
-            picked = members[torch.randperm(members.numel(), generator=generator, device="cpu")[:k]]
-        else:
-            ranking = torch.sort(scores[members], descending=order == "easy_first", stable=True).indices
-            picked = members[ranking[:k]]
-        chosen.append(picked)
+        chosen.append(members[pick(scores[members], k, generator)])
     if not chosen:
         return torch.empty(0, dtype=torch.long)
     return torch.sort(torch.cat(chosen)).values
+
+
+@register_order("easy_first")
+def _easy_first(class_scores: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    """SLKD: the ``k`` highest scores (ties: lower index first)."""
+    return torch.sort(class_scores, descending=True, stable=True).indices[:k]
+
+
+@register_order("hard_first")
+def _hard_first(class_scores: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    """Anti-curriculum: the ``k`` lowest scores (ties: lower index first)."""
+    return torch.sort(class_scores, descending=False, stable=True).indices[:k]
+
+
+@register_order("random")
+def _random(class_scores: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
+    """Control: ``k`` positions uniformly at random."""
+    return torch.randperm(class_scores.numel(), generator=generator, device="cpu")[:k]
 
 
 # --------------------------------------------------------------------------------------------- schedule
@@ -348,7 +419,7 @@ def make_schedule(
     order, phase ends not strictly increasing, not beyond the warm-up, or not ending at ``epochs``,
     empty phases from rounding at tiny budgets, and options that the chosen pacing does not use.
     """
-    _check_choice(pacing, PACINGS, "pacing")
+    _check_choice(pacing, BUILTIN_PACINGS, "pacing")
     _check_int(epochs, "epochs", 1)
     if pacing != "custom" and (phase_ends is not None or fractions is not None):
         raise ValueError(f"phase_ends and fractions are only used by pacing 'custom', not {pacing!r}")
@@ -390,6 +461,50 @@ def make_schedule(
         fracs = [_pacing_fraction(pacing, s, (b - warm) / (starts[-1] - warm)) if last else 1.0 for b in starts]
     fracs[-1] = 1.0  # exact, whatever the float rounding of the formula
     return _build(epochs, warm, ends, fracs, pacing)
+
+
+BUILTIN_PACINGS = ("authors", "custom", "linear", "root", "step", "none")
+
+
+class PacingParams(BaseModel):
+    """A pacing's typed options (``curriculum.pacing_options`` of a run config). ``authors`` has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CustomPacing(PacingParams):
+    phase_ends: tuple[PositiveInt, ...]
+    fractions: tuple[Fraction, ...]
+    warmup: NonNegativeInt = 0
+
+
+class RampPacing(PacingParams):
+    num_phases: PositiveInt = 5
+    start_fraction: Fraction = 0.2
+    warmup: NonNegativeInt | None = None   # None: the authors' 40/300 of the budget
+
+
+register_pacing("authors", PacingParams)(lambda epochs, p: make_schedule(epochs, "authors"))
+register_pacing("custom", CustomPacing)(lambda epochs, p: make_schedule(
+    epochs, "custom", phase_ends=list(p.phase_ends), fractions=list(p.fractions), warmup=p.warmup))
+for _name in ("linear", "root", "step"):
+    register_pacing(_name, RampPacing)(lambda epochs, p, _name=_name: make_schedule(
+        epochs, _name, warmup=p.warmup, num_phases=p.num_phases, start_fraction=p.start_fraction))
+register_pacing("none", PacingParams)(lambda epochs, p: make_schedule(epochs, "none"))
+
+
+def pacing_params(pacing: str, options: dict | None = None) -> BaseModel:
+    """The typed options of ``pacing`` (pydantic ``ValidationError`` for a bad one)."""
+    params, _ = PACINGS.get(pacing)
+    return params(**(options or {}))
+
+
+def schedule_for(epochs: int, pacing: str, options: dict | BaseModel | None = None) -> list[Phase]:
+    """The phases of a registered ``pacing`` with ``options`` at a budget of ``epochs``."""
+    params, build = PACINGS.get(pacing)
+    if not isinstance(options, BaseModel):
+        options = params(**(options or {}))
+    return build(epochs, options)
 
 
 def phase_at(schedule: Sequence[Phase], epoch: int) -> Phase:

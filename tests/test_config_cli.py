@@ -17,15 +17,19 @@ def test_slkd_recipe_is_the_authors_train_slkd():
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay) == \
         (300, 128, 0.1, 0.9, True, 1e-4)
     assert cfg.milestones == (260, 290) and cfg.gamma == 0.1
-    assert (cfg.temperature, cfg.ce_weight, cfg.kd_weight, cfg.mse_weight) == (3.0, 1.0, 0.1, 0.05)
+    losses = cfg.losses
+    assert (losses["kd"]["T"], losses["ce"]["weight"], losses["kd"]["weight"], losses["mse"]["weight"]) == \
+        (3.0, 1.0, 0.1, 0.05)
+    assert losses["mse"]["target"] == "teacher"  # criterionLogits(output_s, output_t.detach())
+    assert cfg.curriculum["score"] == "max_logit" and cfg.curriculum["order"] == "easy_first"
     assert [p.end for p in cfg.schedule()] == [40, 70, 110, 150, 200, 300]
 
 
 def test_crd_recipe_is_repdistillers():
     cfg = RunConfig(method="kd", recipe="crd", teacher={"model": "resnet14"}).resolved()
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.temperature) == (240, 64, 0.05, 5e-4, 4.0)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.losses["kd"]["T"]) == (240, 64, 0.05, 5e-4, 4.0)
     assert cfg.milestones == (150, 180, 210)
-    assert (cfg.ce_weight, cfg.kd_weight, cfg.mse_weight) == (0.1, 0.9, 0.0)
+    assert (cfg.losses["ce"]["weight"], cfg.losses["kd"]["weight"]) == (0.1, 0.9) and "mse" not in cfg.losses
 
 
 def test_overrides_win_and_milestones_scale_with_the_budget():
@@ -55,11 +59,12 @@ def test_run_id_is_stable_and_ignores_runtime_fields():
     ({"method": "dkd"}, "method"),
     ({"model": "resnet9"}, "model"),
     ({"dataset": "mnist"}, "dataset"),
-    ({"score": "entropy"}, "score"),
-    ({"order": "easiest"}, "order"),
+    ({"curriculum": {"score": "entropy"}, "teacher": {"model": "resnet14"}}, "curriculum.score"),
+    ({"curriculum": {"order": "easiest"}, "teacher": {"model": "resnet14"}}, "curriculum.order"),
     ({"method": "kd"}, "teacher"),
-    ({"method": "slkd", "teacher": {"model": "resnet14"}, "pacing": "custom", "phase_ends": [5, 3],
-      "fractions": [0.5, 1.0], "epochs": 10}, "schedule"),
+    ({"method": "slkd", "teacher": {"model": "resnet14"}, "epochs": 10,
+      "curriculum": {"pacing": "custom", "pacing_options": {"phase_ends": [5, 3], "fractions": [0.5, 1.0]}}},
+     "curriculum"),
 ])
 def test_bad_configs_name_the_key(data, key):
     with pytest.raises(ConfigError, match=key):
@@ -114,7 +119,7 @@ def test_cli_end_to_end_kd_and_slkd(tmp_path):
     assert out.stdout.startswith("found finished")
 
 
-@pytest.mark.parametrize("sub", ["train", "runs", "show", "download"])
+@pytest.mark.parametrize("sub", ["train", "runs", "show", "download", "migrate", "reproduce"])
 def test_help_describes_each_command(sub):
     out = subprocess.run([sys.executable, "-m", "kdrepro", sub, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: kdrepro " + sub in out.stdout
@@ -122,9 +127,11 @@ def test_help_describes_each_command(sub):
 
 def test_a_vanilla_run_ignores_a_teacher_in_a_shared_config():
     """method=ce drops teacher and distillation weights, so one vanilla run serves every teacher."""
-    a = RunConfig(method="ce", teacher={"model": "resnet14"}, kd_weight=0.5).resolved()
-    assert a.teacher is None and a.kd_weight == 0.0 and a.mse_weight == 0.0
+    a = RunConfig(method="ce", teacher={"model": "resnet14"}).resolved()
+    assert a.teacher is None and list(a.losses) == ["ce"] and a.curriculum is None
     assert a.run_id == RunConfig(method="ce", teacher={"model": "resnet32"}).run_id
+    with pytest.raises(ConfigError, match="losses.kd reads the teacher, but method=ce"):
+        RunConfig(method="ce", losses={"kd": {"weight": 0.5}}).resolved()
 
 
 def test_mean_std_over_seeds_by_hand():

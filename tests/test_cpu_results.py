@@ -35,8 +35,18 @@ def _csv(name: str) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _w(c: dict, term: str) -> float:
+    """The weight of a loss term in a stored (schema 2) config; 0 when the term is absent."""
+    return (c["losses"].get(term) or {}).get("weight", 0.0)
+
+
+def _cur(c: dict, key: str):
+    return (c["curriculum"] or {}).get(key)
+
+
 def _is_default_slkd(c: dict) -> bool:
-    return (c["score"], c["order"], c["pacing"], c["mse_weight"]) == ("max_logit", "easy_first", "authors", 0.05)
+    return (_cur(c, "score"), _cur(c, "order"), _cur(c, "pacing"), _w(c, "mse")) == \
+        ("max_logit", "easy_first", "authors", 0.05)
 
 
 def _last(runs, pick) -> dict[int, float]:
@@ -59,7 +69,7 @@ def test_every_run_of_the_cpu_profile_is_committed_and_finished():
 def test_main_table_is_the_mean_and_sample_std_of_the_committed_runs():
     runs = _committed_runs()
     student = lambda c: c["model"] == "resnet8" and c["epochs"] == 20  # noqa: E731
-    kd_only = lambda c: c["fitnet_weight"] == 0 and c["at_weight"] == 0  # noqa: E731
+    kd_only = lambda c: _w(c, "fitnet") == 0 and _w(c, "at") == 0  # noqa: E731
     expected = {
         "vanilla": _last(runs, lambda c: student(c) and c["method"] == "ce"),
         "kd": _last(runs, lambda c: student(c) and c["method"] == "kd" and kd_only(c)),
@@ -76,8 +86,8 @@ def test_main_table_is_the_mean_and_sample_std_of_the_committed_runs():
 
 def test_ordering_ablation_is_paired_by_seed_from_the_committed_runs():
     runs = _committed_runs()
-    by_order = {o: _last(runs, lambda c, o=o: c["method"] == "slkd" and c["epochs"] == 20 and c["order"] == o
-                         and c["score"] == "max_logit" and c["pacing"] == "authors" and c["mse_weight"] == 0.05)
+    by_order = {o: _last(runs, lambda c, o=o: c["method"] == "slkd" and c["epochs"] == 20 and _cur(c, "order") == o
+                         and _cur(c, "score") == "max_logit" and _cur(c, "pacing") == "authors" and _w(c, "mse") == 0.05)
                 for o in ("easy_first", "hard_first", "random")}
     rows = {r["variant"]: r for r in _csv("04_order_paired")}
     for variant in ("hard_first", "random"):
@@ -94,8 +104,8 @@ def test_budget_comparison_is_paired_by_seed_from_the_committed_runs():
     for r in rows:
         epochs = int(r["epochs"])
         slkd = _last(runs, lambda c: c["method"] == "slkd" and c["epochs"] == epochs and _is_default_slkd(c))
-        kd = _last(runs, lambda c: c["method"] == "kd" and c["epochs"] == epochs and c["fitnet_weight"] == 0
-                   and c["at_weight"] == 0)
+        kd = _last(runs, lambda c: c["method"] == "kd" and c["epochs"] == epochs and _w(c, "fitnet") == 0
+                   and _w(c, "at") == 0)
         diffs = [slkd[s] - kd[s] for s in (0, 1, 2)]
         assert float(r["diff_mean"]) == pytest.approx(statistics.mean(diffs), abs=1e-9)
         assert float(r["diff_std"]) == pytest.approx(statistics.stdev(diffs), abs=1e-9)

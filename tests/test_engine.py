@@ -120,7 +120,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     """Kill a real training process mid-run, resume it, and compare with a run never interrupted."""
     args = ["--set", "method=slkd", "--set", "epochs=8", "--set", "dataset=digits", "--set", "model=resnet8",
             "--set", "teacher.model=resnet8", "--set", "teacher.epochs=2", "--set", "crop_padding=1",
-            "--set", "hflip=false", "--set", "num_threads=1", "--set", "batch_size=64", "--set", "order=random"]
+            "--set", "hflip=false", "--set", "num_threads=1", "--set", "batch_size=64", "--set", "curriculum.order=random"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "kdrepro", "train", *args]
     ref_root, killed_root = tmp_path / "ref", tmp_path / "killed"
@@ -172,18 +172,23 @@ def test_corrupt_and_mismatched_checkpoints_give_clear_errors(tmp_path):
         engine.Trainer(cfg, run_dir, log=lambda m: None).fit()
     # a checkpoint written for another architecture
     other = engine.Trainer(cfg.with_overrides(model="resnet14"), tmp_path / "other", log=lambda m: None)
-    torch.save({"model": other.student.state_dict()}, latest)
+    counters = {"iterations": 0, "images_seen": 0, "train_seconds": 0.0, "total_seconds": 0.0}
+    torch.save(other._state(0, 0, torch.arange(3), [], counters), latest)
     with pytest.raises(engine.CheckpointError, match="another architecture or number of classes"):
+        engine.Trainer(cfg, run_dir, log=lambda m: None).fit()
+    # a plain weights file where the training checkpoint should be
+    torch.save(other.student.state_dict(), latest)
+    with pytest.raises(engine.CheckpointError, match="not a kdrepro training checkpoint.*delete it"):
         engine.Trainer(cfg, run_dir, log=lambda m: None).fit()
 
 
 def test_quirks_change_the_run(store):
     """The authors' quirks are options: no augmentation in the warm-up, MSE to the snapshot."""
-    base = _cfg(method="slkd", teacher=TEACHER, epochs=4, pacing="custom", warmup=1, phase_ends=[2, 4],
-                fractions=[0.5, 1.0])
+    custom = {"pacing": "custom", "pacing_options": {"warmup": 1, "phase_ends": [2, 4], "fractions": [0.5, 1.0]}}
+    base = _cfg(method="slkd", teacher=TEACHER, epochs=4, curriculum=custom)
     plain = store.run(base, log=lambda m: None).metrics()
-    quirky = store.run(base.with_overrides(quirk_no_warmup_augment=True, quirk_mse_to_snapshot=True),
-                       log=lambda m: None).metrics()
+    quirky = store.run(base.with_overrides(curriculum={**custom, "quirk_no_warmup_augment": True},
+                                           losses={"mse": {"target": "snapshot"}}), log=lambda m: None).metrics()
     assert plain[0]["train_loss"] != quirky[0]["train_loss"]  # warm-up without augmentation
     assert plain[1]["train_mse"] != quirky[1]["train_mse"]
     assert [r["pool_size"] for r in plain] == [r["pool_size"] for r in quirky]
@@ -205,3 +210,13 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     with pytest.raises(engine.TrainingDiverged, match="diverged in epoch 1"):
         trainer.fit()
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_planned_steps_are_the_steps_a_run_takes(slkd_result, store):
+    """``engine.planned_steps`` (used to match KD's budget to SLKD's steps) against what training counted."""
+    from kdrepro.data import load_dataset
+
+    targets = load_dataset("digits", train=True).targets
+    assert engine.planned_steps(slkd_result.config, targets) == slkd_result.summary["iterations"]
+    kd = store.run(_cfg(method="kd", teacher=TEACHER, epochs=3), log=lambda m: None)
+    assert engine.planned_steps(kd.config, targets) == kd.summary["iterations"] == 3 * 12  # 1,438 images / 128

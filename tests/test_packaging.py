@@ -22,7 +22,7 @@ def test_environment_yml_agrees_with_pyproject():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     pip = [p for p in pip if not p.startswith("-e")]
     assert sorted(pip) == sorted(deps), "environment.yml's pip section must list exactly pyproject's dependencies"
-    assert "-e ." in next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert '-e ".[cluster]"' in next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
 
 
 def test_torch_and_torchvision_are_pinned_exactly():
@@ -46,5 +46,21 @@ def test_the_guard_runs_first_in_the_package_init():
 
     body = ast.parse((ROOT / "kdrepro" / "__init__.py").read_text()).body
     body = [n for n in body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))]
+    # only the standard library and the OMP_WAIT_POLICY default come before it (no kdrepro or torch import)
+    while isinstance(body[0], (ast.Import, ast.If)):
+        assert all(a.name in ("os", "sys") for a in getattr(body[0], "names", [])), ast.dump(body[0])
+        body = body[1:]
     assert isinstance(body[0], ast.ImportFrom) and body[0].module == "_torchvision"
     assert isinstance(body[1], ast.Expr) and body[1].value.func.id == "ensure_torchvision_importable"
+
+
+def test_omp_threads_wait_passively_unless_the_user_says_otherwise():
+    import os
+
+    code = "import kdrepro, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"})
+    assert out.stdout.strip() == "ACTIVE", out.stderr

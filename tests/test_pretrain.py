@@ -96,7 +96,7 @@ def test_plan_jobs_waits_for_the_teacher_and_for_one_cache_builder(tmp_path):
     exp = Experiment(_profile(tmp_path), results_dir=tmp_path)
     pair, ds = exp.profile.pairs[0], exp.profile.datasets[0]
     kd = [exp.student_config(ds, pair, "kd", s) for s in (0, 1)]
-    fitnet = exp.student_config(ds, pair, "kd", 0, fitnet_weight=100.0, kd_weight=0.0)
+    fitnet = exp.student_config(ds, pair, "kd", 0, losses={"fitnet": {"weight": 100.0}, "kd": {"weight": 0.0}})
     live = exp.student_config(ds, pair, "kd", 2, teacher_cache=False)
     vanilla = exp.student_config(ds, pair, "ce", 0, epochs=20)
     teacher = kd[0].teacher_config()
@@ -128,9 +128,11 @@ def test_a_run_locked_by_a_live_process_is_refused_and_a_stale_lock_taken_over(t
     store = RunStore(tmp_path)
     lock = store.lock_path(cfg)
     lock.parent.mkdir(parents=True)
-    lock.write_text(f"{socket.gethostname()} {subprocess.os.getpid()}\n")  # this (live) process
+    lock.write_text(f"{socket.gethostname()} {subprocess.os.getpid()}\n")  # this (live) process, 0.1 format
     with pytest.raises(RunLockedError, match=rf"run {cfg.run_id} is being trained by process \d+"):
-        store.run(cfg)
+        store.run(cfg, wait=0)
+    with pytest.raises(RunLockedError, match=r"waited 1 s"):
+        store.run(cfg, wait=1)
     assert not store.run_dir(cfg).exists()
     lock.write_text(f"{socket.gethostname()} {_dead_pid()}\n")  # a killed process
     result = store.run(cfg)
@@ -168,9 +170,13 @@ def test_pretrain_with_two_workers_equals_training_one_run_at_a_time(tmp_path):
 
 
 def test_pretrain_reports_a_failed_run_and_skips_its_dependants(tmp_path):
+    from kdrepro.config import RunConfig
+
     exp = Experiment("smoke", results_dir=tmp_path)
     pair = exp.profile.pairs[0]
-    bad = exp.student_config("digits", pair, "kd", 0, dataset_options={"path": str(tmp_path / "missing.npz")})
+    good = exp.student_config("digits", pair, "kd", 0)
+    # a teacher whose training diverges at once (lr 1e6): its student cannot run
+    bad = RunConfig.from_dict({**good.to_dict(), "teacher": {**pair.teacher, "lr": 1e6, "epochs": 1}}).resolved()
     vanilla = exp.student_config("digits", pair, "ce", 0, epochs=1)
     lines = []
     with pytest.raises(PretrainError, match="runs that did not finish") as err:
@@ -250,5 +256,13 @@ def test_budget_figure_has_one_line_per_method():
     fig = report.plot_budgets(summary)
     lines = [c.lines[0] for c in fig.axes[0].containers]  # each errorbar's data line
     assert len(lines) == 3
-    assert sorted(c.get_label() for c in fig.axes[0].containers) == ["KD (3 seeds)", "SLKD (3 seeds)", "vanilla student (3 seeds)"]
+    assert sorted(c.get_label() for c in fig.axes[0].containers) == \
+        ["KD (mean ± std, 3 seeds)", "SLKD (mean ± std, 3 seeds)", "vanilla student (mean ± std, 3 seeds)"]
     assert sorted(tuple(l.get_xdata()) for l in lines) == [(600, 1800), (800, 2400), (800, 2400)]
+    # only the markers are measured: the segments between budgets are dashed and called interpolation
+    ax = fig.axes[0]
+    dashed = [l for l in ax.get_lines() if l.get_linestyle() == "--" and len(l.get_xdata()) == 2]
+    assert len(dashed) == 3 and all(l.get_label().startswith("_") for l in dashed)
+    assert any("interpolation" in t.get_text() for t in ax.get_legend().get_texts())
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= report.MIN_SPAN  # 60-72 % would otherwise fill the axis

@@ -66,7 +66,7 @@ def test_plans_cover_seeds_pairs_and_ablation_defaults():
         defaults = {p.labels["variant"] for p in ablations if p.labels["axis"] == axis and p.labels["default"]}
         assert len(defaults) == 1, axis  # exactly one variant of each axis is the authors' setting
     off = [p.config for p in ablations if p.labels["axis"] == "mse" and p.labels["variant"] == "off"]
-    assert off and all(c.mse_weight == 0.0 for c in off)
+    assert off and all(c.losses["mse"]["weight"] == 0.0 and "mse" not in c.active_terms() for c in off)
     budgets = exp.plan("budgets")
     assert sorted({p.config.epochs for p in budgets}) == [100, 200, 300]
     assert {p.config.teacher_config().epochs for p in budgets} == {300}  # the budget is the student's only
@@ -136,7 +136,7 @@ def test_bad_profiles_name_the_problem(tmp_path, changes, message):
 
 def test_a_budget_too_short_for_the_slkd_schedule_fails_at_planning(tmp_path):
     exp = Experiment(experiments.load_profile(_write(tmp_path, budgets=[3])), results_dir="unused")
-    with pytest.raises(ProfileError, match=r"profile 'smoke', study 'budgets': schedule: .*epochs=3"):
+    with pytest.raises(ProfileError, match=r"profile 'smoke', study 'budgets': curriculum: .*epochs=3"):
         exp.plan("budgets")
     with pytest.raises(ValueError, match="unknown study 'everything'"):
         exp.plan("everything")
@@ -153,7 +153,8 @@ def test_every_notebook_has_one_parameters_cell_with_the_smoke_defaults():
         tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, book.name
         assert reproduce.notebook_defaults(book) == {"profile": "smoke", "results_dir": "../results",
-                                                     "data_root": None, "seeds": None, "device": "auto"}
+                                                     "data_root": None, "seeds": None, "device": "auto",
+                                                     "train": True}
 
 
 def test_notebook_selection(tmp_path):
@@ -174,3 +175,52 @@ def test_store_in_place_refuses_other_parameters(capsys):
     assert "--store-in-place" in capsys.readouterr().err
     assert reproduce.main(["--profile", "nope"]) == 1
     assert "unknown profile 'nope'" in capsys.readouterr().err
+
+
+def test_cpu300_plans_the_issue_11_grid():
+    """cpu300: vanilla with 3 seeds, KD and SLKD with 5; order with 3; KD matched to SLKD's steps; budgets."""
+    exp = Experiment("cpu300", results_dir="unused")
+    main = exp.plan("main")
+    seeds = {m: sorted(p.labels["seed"] for p in main if p.labels["method"] == m) for m in ("vanilla", "kd", "slkd")}
+    assert seeds == {"vanilla": [0, 1, 2], "kd": [0, 1, 2, 3, 4], "slkd": [0, 1, 2, 3, 4]}
+    assert {p.config.epochs for p in main} == {300}
+    matched = exp.plan("matched")
+    kd_matched = [p for p in matched if p.labels["method"] == "kd_matched"]
+    assert len(kd_matched) == 5 and {p.config.epochs for p in kd_matched} == {226}
+    assert kd_matched[0].config.milestones == (196, 218)  # round(260 * 226 / 300), round(290 * 226 / 300)
+    budgets = exp.plan("budgets")
+    assert sorted({p.config.epochs for p in budgets}) == [20, 60, 120, 300]
+    assert len(budgets) == 4 * 5 * 2
+    order = [p for p in exp.plan("ablations") if p.labels.get("axis") == "order"]
+    assert sorted((p.labels["variant"], p.labels["seed"]) for p in order) == \
+        sorted((v, s) for v in ("easy_first", "hard_first", "random") for s in (0, 1, 2))
+    assert len(exp.all_configs()) == 55
+
+
+def test_matched_steps_must_match_slkds_steps(tmp_path):
+    path = _write(tmp_path, budgets=[7], matched_steps={7: 7})
+    exp = Experiment(experiments.load_profile(path), results_dir="unused")
+    with pytest.raises(ProfileError, match=r"matched_steps 7: 7 KD epochs do not match SLKD's \d+ optimizer steps"):
+        exp.check_matched_steps()
+    kd_epochs, steps = exp.matched_epochs("digits", exp.profile.pairs[0], 7)
+    assert kd_epochs < 7 and abs(steps - kd_epochs * 12) <= 6  # digits: 12 KD steps per epoch
+
+
+def test_method_seeds_name_a_method_of_the_tables(tmp_path):
+    with pytest.raises(ProfileError, match=r"method_seeds: 'teacher' is not a method"):
+        experiments.load_profile(_write(tmp_path, method_seeds={"teacher": [0]}))
+
+
+def test_without_training_a_study_names_its_missing_runs_in_tables(tmp_path):
+    """``train=False`` (``kdrepro reproduce --no-train``): only finished runs, and tables say what is missing."""
+    from kdrepro import report
+
+    exp = Experiment("smoke", results_dir=tmp_path, train=False)
+    runs = exp.main()
+    assert runs.empty and len(runs.attrs["missing"]) == len(exp.plan("main"))
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+    summary = report.summarize(runs.assign(flags=""), ["method"]) if len(runs) else runs
+    note = report.missing_note(summary)
+    assert note.startswith(f"**Incomplete: {len(exp.plan('main'))} run(s)") and "vanilla seed 0" in note
+    report.write_table(summary, "t", tmp_path)
+    assert "Incomplete" in (tmp_path / "t.md").read_text()

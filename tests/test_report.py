@@ -255,3 +255,39 @@ def test_resnet20_option_a_matches_he_et_al():
     by_hand = (32 * 32 * 16 * 27 + 6 * 32 * 32 * 16 * 16 * 9 + 16 * 16 * 32 * 16 * 9 + 5 * 16 * 16 * 32 * 32 * 9
                + 8 * 8 * 64 * 32 * 9 + 5 * 8 * 8 * 64 * 64 * 9 + 64 * 10)
     assert cost["macs_m"] * 1e6 == pytest.approx(by_hand)
+
+
+def test_paired_long_by_hand_and_the_paired_figure_names_its_spread():
+    import pandas as pd
+
+    runs = pd.DataFrame({"method": ["a", "b", "a", "b", "a"], "seed": [0, 0, 1, 1, 2], "epochs": [10] * 5,
+                         "last_top1": [70.0, 68.5, 71.0, 71.5, 99.0]})
+    long = report.paired_long(runs, [("a − b", "a", "b")], by="epochs")
+    assert long[["seed", "diff"]].values.tolist() == [[0, 1.5], [1, -0.5]]  # seed 2 has no partner
+    fig = report.plot_paired(long, "test")
+    title = fig.axes[0].get_title()
+    assert "mean ± std" in title and "2 seeds" in title
+
+
+def test_flagged_runs_get_a_column_only_when_there_are_some():
+    import pandas as pd
+
+    runs = pd.DataFrame({"dataset": ["d"] * 4, "teacher": ["t"] * 4, "student": ["s"] * 4, "method": ["kd"] * 2 + ["slkd"] * 2,
+                         "seed": [0, 1, 0, 1], "last_top1": [90.0, 91.0, 10.0, 92.0], "best_top1": [90.0, 91.0, 50.0, 92.0],
+                         "flags": ["", "", "chance_level", ""]})
+    summary = report.summarize(runs, ["dataset", "teacher", "student", "method"])
+    assert summary["flagged"].tolist() == [0, 1]
+    table = report.format_summary(summary, ["method"])
+    assert table["flagged runs"].tolist() == ["", "1 ⚠"]
+    clean = report.format_summary(report.summarize(runs.assign(flags=""), ["dataset", "teacher", "student", "method"]),
+                                  ["method"])
+    assert "flagged runs" not in clean
+
+
+def test_health_flags_by_hand():
+    from kdrepro.engine import health_flags
+
+    rows = [{"train_loss": 2.0, "test_top1": 50.0}, {"train_loss": 1.0, "test_top1": 60.0}]
+    assert health_flags(rows, 10) == []
+    assert health_flags(rows[:1] + [{"train_loss": 250.0, "test_top1": 14.9}], 10) == ["chance_level", "loss_exploded"]
+    assert health_flags(rows[:1] + [{"train_loss": 199.0, "test_top1": 15.1}], 10) == []

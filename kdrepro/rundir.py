@@ -1,0 +1,243 @@
+"""The run folder layout, in one place, and the one way to write its files (atomically).
+
+::
+
+    <runs>/<run id>/config.json       the resolved RunConfig (schema, every field explicit)
+                    metrics.jsonl     one JSON line per finished epoch
+                    summary.json      last and best top-1, epochs, iterations, wall time, environment, flags
+                    curriculum/       phase<k>.pt: snapshot scores, selected pool, snapshot accuracy
+                    scores/           <score>.pt: a teacher's scores of the training images (notebook 06)
+                    weights.pt        final weights (not in git)
+                    checkpoints/      latest.pt for resuming (not in git)
+                    snapshots/        phase<k>.pt, the snapshot at each phase start (not in git)
+    <runs>/<run id>.lock              while a process trains the run (not in git)
+
+Every file is written through :func:`atomic_write`: into a temporary file beside the target, flushed and
+synced, then renamed over it; the temporary file is removed on every failure path, so a crash or a full
+disk never leaves a partial file or a stray ``*.tmp``. Reading a file that is corrupt raises
+:class:`RunFileError`, which names the file and the problem.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+
+class RunFileError(RuntimeError):
+    """A run file that cannot be read or written; the message names the file and what to do."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def _fs_problem(err: OSError) -> str:
+    if err.errno == errno.ENOSPC:
+        return "no space left on the device; free some space and run again (the run resumes)"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "not writable (permission denied or read-only file system); choose another --results folder"
+    if err.errno == errno.ENOTDIR:
+        return "a path component is a file, not a folder"
+    if err.errno == errno.EISDIR:
+        return "is a folder, not a file"
+    return f"{err.strerror or type(err).__name__}"
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Any], None]) -> None:
+    """Write ``data`` (bytes, text, or a function writing to a binary file object) to ``path`` atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        _unlink(tmp)
+        raise RunFileError(path, f"cannot write: {_fs_problem(err)}") from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file, or :class:`RunFileError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunFileError(path, "missing") from None
+    except json.JSONDecodeError as err:
+        raise RunFileError(path, f"not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); the file is "
+                                 "corrupt: delete the run folder to train it again") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunFileError(path, f"cannot read ({err})") from None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete ``.*.tmp`` files left in ``folder`` (and its subfolders) by a process that was killed while
+    writing; return how many. Only call it while holding the run's lock."""
+    count = 0
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    for tmp in list(folder.rglob("*.tmp")):
+        _unlink(tmp)
+        count += 1
+    return count
+
+
+class RunDir:
+    """Every path of one run folder, and reading and writing its files."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "weights.pt"
+
+    @property
+    def latest(self) -> Path:
+        return self.path / "checkpoints" / "latest.pt"
+
+    @property
+    def lock(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.lock")
+
+    def curriculum_record(self, phase: int) -> Path:
+        return self.path / "curriculum" / f"phase{phase}.pt"
+
+    def curriculum_records(self) -> list[Path]:
+        return sorted((self.path / "curriculum").glob("phase*.pt"), key=lambda p: int(p.stem[5:]))
+
+    def snapshot(self, phase: int) -> Path:
+        return self.path / "snapshots" / f"phase{phase}.pt"
+
+    def scores(self, score: str) -> Path:
+        return self.path / "scores" / f"{score}.pt"
+
+    # ------------------------------------------------------------------ state
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    def status(self) -> str:
+        """``finished`` (a summary), ``partial`` (a checkpoint) or ``new``."""
+        if self.summary.exists():
+            return "finished"
+        if self.latest.exists():
+            return "partial"
+        return "new"
+
+    # ------------------------------------------------------------------ reading and writing
+    def write_config(self, config: dict) -> None:
+        write_json(self.config, config)
+
+    def read_config(self) -> dict:
+        data = read_json(self.config)
+        if not isinstance(data, dict):
+            raise RunFileError(self.config, "does not hold a mapping of configuration keys")
+        return data
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary, summary)
+
+    def read_summary(self) -> dict:
+        """The summary, or ``{}`` when the run is not finished."""
+        if not self.summary.exists():
+            return {}
+        data = read_json(self.summary)
+        if not isinstance(data, dict):
+            raise RunFileError(self.summary, "does not hold a mapping")
+        return data
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        atomic_write(self.metrics, "".join(json.dumps(m) + "\n" for m in rows))
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        rows = []
+        for i, line in enumerate(self.metrics.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise RunFileError(self.metrics, f"line {i} is not valid JSON ({err.msg}); the file is corrupt") from None
+            rows.append(row)
+        return rows
+
+    def save(self, obj: Any, path: Path) -> None:
+        """``torch.save`` ``obj`` to ``path`` (inside this run folder), atomically."""
+        atomic_save(obj, path)
+
+    def load(self, path: Path, map_location=None) -> Any:
+        """``torch.load(weights_only=True)`` of a run file, or :class:`RunFileError` naming it (never the
+        advice to load with ``weights_only=False``, which would execute code from the file)."""
+        import torch
+
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise RunFileError(path, "missing") from None
+        except Exception as err:  # torch raises many kinds for a damaged file
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            if "weights_only" in first or "Weights only load failed" in first:
+                first = "it holds objects other than tensors and plain containers"
+            raise RunFileError(path, f"cannot be read as a checkpoint ({type(err).__name__}: {first[:160]}); it is "
+                                     "corrupt or was written by something else: delete it to start this part "
+                                     "again") from None

@@ -1,0 +1,140 @@
+"""Loss terms as components (mdistiller style): each term is one small registered ``nn.Module``.
+
+A term declares
+
+* ``name`` (its key under ``losses:`` in a run config) and ``display`` (its name in tables);
+* ``Params``: a pydantic model of its typed parameters, every one with a default (the term's source
+  paper or reference code); a run's recipe may override the defaults (:data:`kdrepro.config.RECIPES`);
+  ``weight`` (>= 0) is common to all, and a term with weight 0 is inactive (left out of the run and of
+  its id);
+* what it needs from a training step (:meth:`LossTerm.requirements`): ``teacher_logits``,
+  ``teacher_features``, ``student_features``, ``snapshot`` (the curriculum's frozen student);
+  the engine computes only what some active term needs, and takes the teacher's logits from the
+  exact teacher-logit cache unless a term needs the teacher's features;
+* whether it applies only in curriculum phases (``curriculum_only``: SLKD's logit MSE);
+
+and owns its trainable extras (a FitNets regressor, CRD's embedding heads) and their state (CRD's
+memory bank): they are submodules and buffers, optimised with the student and saved and restored with
+the run's checkpoint. :meth:`LossTerm.forward` returns its named, weighted loss parts; the trainer sums
+every part of every active term, in registration order.
+
+Adding a term is one file with one ``@register_term`` class, plus its import in
+``kdrepro/terms/__init__.py``. Registering a term changes no existing run id: ids hash the active terms
+only (:meth:`kdrepro.config.RunConfig.identity`). A parameter added to an existing term later must have
+a neutral default, declared with ``Field(default, json_schema_extra={"neutral": default})``: at that
+value it is left out of the id, so existing ids stay put.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from ..registry import Registry
+from ..values import NonNegativeFloat
+
+#: every loss term by name, in the order the trainer sums them
+TERMS: Registry[type["LossTerm"]] = Registry("loss term")
+
+#: what a term may ask of a training step
+REQUIREMENTS = frozenset({"teacher_logits", "teacher_features", "student_features", "snapshot"})
+
+
+class TermParams(BaseModel):
+    """A term's typed parameters. Subclasses add theirs, each with a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weight: NonNegativeFloat = 1.0
+
+
+@dataclass
+class TermContext:
+    """What a term may look at when it is built: the run's data and networks."""
+
+    num_classes: int
+    num_samples: int
+    student: nn.Module
+    teacher: nn.Module | None
+    device: torch.device
+    seed: int = 0
+    targets: Tensor | None = None          # the labels of every training image, indexed like ``indices``
+
+
+@dataclass
+class StepInputs:
+    """One training step as the terms see it. Fields a term did not ask for may be None."""
+
+    student_logits: Tensor
+    targets: Tensor
+    indices: Tensor
+    images: Tensor                         # the normalised, augmented batch the student saw
+    epoch: int                             # 1-based epoch in progress
+    curriculum: bool                       # whether this phase is a curriculum phase
+    student_features: dict | None = None   # {"stages": [...], "pooled": ...}
+    teacher_logits: Tensor | None = None
+    teacher_features: dict | None = None
+    snapshot: nn.Module | None = None      # the curriculum's frozen student of this phase
+
+
+class LossTerm(nn.Module):
+    """Base class of loss terms; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    display: ClassVar[str] = ""
+    Params: ClassVar[type[TermParams]] = TermParams
+    needs: ClassVar[frozenset[str]] = frozenset()
+    curriculum_only: ClassVar[bool] = False
+
+    def __init__(self, params: TermParams, ctx: TermContext):
+        super().__init__()
+        self.params = params
+
+    @classmethod
+    def requirements(cls, params: TermParams) -> frozenset[str]:
+        """What this term reads from a step (default: the class's ``needs``)."""
+        return cls.needs
+
+    @classmethod
+    def check(cls, params: TermParams, student_model: str, teacher_model: str | None) -> None:
+        """Checks that need more than the parameters (e.g. a stage index against the architectures); raise
+        ``ValueError`` with a message naming the parameter. Runs before anything is written or trained."""
+
+    def applies(self, curriculum: bool) -> bool:
+        return curriculum or not self.curriculum_only
+
+    def forward(self, step: StepInputs) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def register_term(cls: type[LossTerm]) -> type[LossTerm]:
+    """Class decorator: register a :class:`LossTerm` subclass under its ``name``."""
+    if not (isinstance(cls, type) and issubclass(cls, LossTerm)):
+        raise TypeError(f"register_term takes a LossTerm subclass, got {cls!r}")
+    unknown = set(cls.needs) - REQUIREMENTS
+    if unknown:
+        raise ValueError(f"loss term {cls.name!r} needs unknown inputs {sorted(unknown)}; known: {sorted(REQUIREMENTS)}")
+    if "weight" not in cls.Params.model_fields:
+        raise ValueError(f"loss term {cls.name!r}: its Params must derive from TermParams (a 'weight' field)")
+    cls.display = cls.display or cls.name
+    return TERMS.register(cls.name, cls)
+
+
+def neutral_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """``{field: neutral value}`` of the fields declared with ``json_schema_extra={"neutral": value}``."""
+    out = {}
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and "neutral" in extra:
+            out[name] = extra["neutral"]
+    return out
+
+
+def params_identity(model: BaseModel) -> dict[str, Any]:
+    """A parameter model's values for a run id: every field except those at their declared neutral value."""
+    neutral = neutral_fields(type(model))
+    data = model.model_dump(mode="json")
+    return {k: v for k, v in data.items() if not (k in neutral and v == neutral[k])}
