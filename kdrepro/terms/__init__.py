@@ -4,7 +4,7 @@ The order of the imports is the order in which the trainer sums the terms' parts
 """
 from .base import (REQUIREMENTS, TERMS, LossTerm, StepInputs, TermContext, TermParams, params_identity,
                    register_term)
-from . import ce, kd, mse, fitnet, at, dkd  # noqa: E401,F401  (registration, in summation order)
+from . import ce, kd, mse, fitnet, at, dkd, crd  # noqa: E401,F401  (registration, in summation order)
 
 __all__ = ["TERMS", "REQUIREMENTS", "LossTerm", "StepInputs", "TermContext", "TermParams", "register_term",
            "params_identity"]
