@@ -101,6 +101,8 @@ CASES = [
     ("fitnet-stage-out-of-range", lambda t, r: ["train", *STUDENT, *S("losses.fitnet.weight=100", "losses.fitnet.stage=99")], 2,
      r"losses.fitnet.stage=99: out of range for the student resnet8"),
     ("at-p-negative", lambda t, r: ["train", *STUDENT, *S("losses.at.weight=1000", "losses.at.p=-2")], 2, r"losses.at.p=-2: must be > 0"),
+    ("dkd-beta-text", lambda t, r: ["train", *STUDENT, *S("losses.dkd.beta=abc")], 2, r"losses.dkd.beta='abc'"),
+    ("crd-negatives-zero", lambda t, r: ["train", *STUDENT, *S("losses.crd.negatives=0")], 2, r"losses.crd.negatives=0"),
     ("score-unknown", lambda t, r: ["train", *STUDENT, *S("method=slkd", "curriculum.score=entropy")], 2, r"curriculum.score='entropy': choose one of"),
     ("order-unknown", lambda t, r: ["train", *STUDENT, *S("method=slkd", "curriculum.order=easiest")], 2, r"curriculum.order='easiest'"),
     ("pacing-none", lambda t, r: ["train", *STUDENT, *S("method=slkd", "curriculum.pacing=none")], 2, r"curriculum.pacing='none'"),
