@@ -638,28 +638,26 @@ class Experiment:
         """The teacher's ``score`` of every un-augmented training image, stored once as
         ``<teacher run>/scores/<score>.pt`` (20 KB for 5k images) beside its summary, so that notebook 06
         also works from a run store without the teacher's weights (which stay out of git)."""
-        import torch
-
-        from .rundir import atomic_save
         from .models import create_model
+        from .rundir import RunDir
         from .sequencer import score_instances
 
-        path = teacher_result.run_dir / "scores" / f"{score}.pt"
+        rd = RunDir(teacher_result.run_dir)
+        path = rd.scores(score)
         if path.exists():
-            stored = torch.load(path, weights_only=True)
+            stored = rd.load(path)
             if stored["fingerprint"] == train.fingerprint() and len(stored["scores"]) == len(train):
                 return stored["scores"]
-        weights = teacher_result.run_dir / "weights.pt"
-        if not weights.exists():
+        if not rd.weights.exists():
             raise FileNotFoundError(
-                f"the teacher's {score} scores ({path}) and weights ({weights}) are both missing: delete the "
+                f"the teacher's {score} scores ({path}) and weights ({rd.weights}) are both missing: delete the "
                 f"teacher run {teacher_result.run_id} to retrain it")
         tcfg = teacher_result.config
         teacher = create_model(tcfg.model, train.num_classes, in_channels=train.image_shape[0],
-                               weights=str(weights), **tcfg.model_options)
+                               weights=str(rd.weights), **tcfg.model_options)
         with _threads(num_threads):
             scores = score_instances(teacher, train, score, device="cpu")
-        atomic_save({"scores": scores, "fingerprint": train.fingerprint()}, path)
+        rd.save({"scores": scores, "fingerprint": train.fingerprint()}, path)
         return scores
 
 
