@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not (TABLES / "03_main_table.csv").exists(), rea
 def _committed_runs() -> list[tuple[dict, dict]]:
     out = []
     for d in sorted(RUNS.glob("*-cifar10-5k-*")):
-        if (d / "summary.json").exists():
+        if (d / "summary.json").exists() and not json.loads((d / "config.json").read_text()).get("bf16"):
             out.append((json.loads((d / "config.json").read_text()), json.loads((d / "summary.json").read_text())))
     return out
 
@@ -109,3 +109,23 @@ def test_budget_comparison_is_paired_by_seed_from_the_committed_runs():
         diffs = [slkd[s] - kd[s] for s in (0, 1, 2)]
         assert float(r["diff_mean"]) == pytest.approx(statistics.mean(diffs), abs=1e-9)
         assert float(r["diff_std"]) == pytest.approx(statistics.stdev(diffs), abs=1e-9)
+
+
+def test_the_bf16_comparison_is_recomputed_from_the_committed_runs():
+    """results/benchmarks/bf16_accuracy.csv: each bf16 run's float32 twin is the same config but bf16, and the
+    differences are those of the committed summaries."""
+    path = ROOT / "results" / "benchmarks" / "bf16_accuracy.csv"
+    if not path.exists():
+        pytest.skip("no bf16 comparison committed")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    for r in rows:
+        a = json.loads((RUNS / r["fp32_run"] / "config.json").read_text())
+        b = json.loads((RUNS / r["bf16_run"] / "config.json").read_text())
+        assert a["bf16"] is False and b["bf16"] is True
+        runtime = {"bf16", "progress", "device", "num_threads", "teacher_cache", "compile", "channels_last", "data_root"}
+        assert {k: v for k, v in a.items() if k not in runtime} == {k: v for k, v in b.items() if k not in runtime}
+        sa = json.loads((RUNS / r["fp32_run"] / "summary.json").read_text())["last_top1"]
+        sb = json.loads((RUNS / r["bf16_run"] / "summary.json").read_text())["last_top1"]
+        assert float(r["diff"]) == pytest.approx(sb - sa, abs=1e-9)
