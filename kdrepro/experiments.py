@@ -79,6 +79,10 @@ class ProfileError(ConfigError):
     """A profile that does not exist or does not validate. The message names the file and the key."""
 
 
+class MissingRunsError(RuntimeError):
+    """With ``train=False``: a study (or the curriculum anatomy) has no finished run to show yet."""
+
+
 # ----------------------------------------------------------------------------------------------- profiles
 
 
@@ -559,6 +563,9 @@ class Experiment:
                                + f" [{planned.config.run_id}]")
                 continue
             rows.append(run_row(self.run(planned.config), planned.labels))
+        if not rows and missing:
+            raise MissingRunsError(f"study {study!r} of profile {self.profile.name!r} has none of its {len(missing)} "
+                                   "runs in the store yet (train=False)")
         table = pd.DataFrame(rows, columns=_columns(rows))
         table.attrs["missing"] = missing
         return table
@@ -579,8 +586,12 @@ class Experiment:
         return self.run_study("budgets")
 
     def matched(self) -> pd.DataFrame:
-        """The matched-step study (empty when the profile has no ``matched_steps``)."""
-        return self.run_study("matched")
+        """The matched-step study (empty when the profile has no ``matched_steps``, or, with
+        ``train=False``, none of its runs is finished)."""
+        try:
+            return self.run_study("matched")
+        except MissingRunsError:
+            return pd.DataFrame()
 
     def curves(self, runs: pd.DataFrame) -> pd.DataFrame:
         """Per-epoch metrics of every run in ``runs`` (a tidy table), with the run's labels."""
@@ -623,6 +634,9 @@ class Experiment:
         ds = dataset or self.profile.datasets[0]
         pair = pair or self.profile.pairs[0]
         cfg = self.student_config(ds, pair, "slkd", self.seeds[0] if seed is None else seed)
+        if not self.train and any(self.store.status(c) != "finished" for c in (cfg, cfg.teacher_config())):
+            raise MissingRunsError(f"the curriculum anatomy needs the SLKD run {cfg.run_id} and its teacher, which "
+                                   "are not both in the store yet (train=False)")
         result = self.run(cfg)
         teacher_result = self.run(cfg.teacher_config())
         train = load_dataset(ds, root=self.data_root, train=True, **cfg.dataset_options)

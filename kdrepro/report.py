@@ -232,6 +232,8 @@ def paired_by_budget(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str]] 
 @_carries_missing
 def format_paired_by_budget(paired: pd.DataFrame) -> pd.DataFrame:
     """Display form of :func:`paired_by_budget`: "first" is method ``a`` of each row, "second" method ``b``."""
+    if paired.empty:
+        return pd.DataFrame()
     return pd.DataFrame({
         "epochs": paired["epochs"],
         "comparison": [f"{METHOD_NAMES.get(a, a)} − {METHOD_NAMES.get(b, b)}" for a, b in zip(paired["a"], paired["b"])],
@@ -241,6 +243,8 @@ def format_paired_by_budget(paired: pd.DataFrame) -> pd.DataFrame:
 @_carries_missing
 def format_paired_variants(paired: pd.DataFrame) -> pd.DataFrame:
     """Display form of :func:`paired_variants`."""
+    if paired.empty:
+        return pd.DataFrame()
     return pd.DataFrame({"variant": paired["variant"], "baseline": paired["baseline"],
                          **_paired_columns(paired, "variant_mean", "baseline_mean", "variant", "baseline")})
 
@@ -308,6 +312,8 @@ def _paired_columns(paired: pd.DataFrame, a_mean: str, b_mean: str, a: str, b: s
 @_carries_missing
 def format_paired(paired: pd.DataFrame, a: str = "slkd", b: str = "kd") -> pd.DataFrame:
     """Display form of :func:`paired_difference`."""
+    if paired.empty:
+        return pd.DataFrame()
     return pd.DataFrame({"dataset": paired["dataset"], "pair": paired["teacher"] + " -> " + paired["student"],
                          **_paired_columns(paired, f"{a}_mean", f"{b}_mean", METHOD_NAMES.get(a, a),
                                            METHOD_NAMES.get(b, b))})
@@ -368,6 +374,8 @@ def matched_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
 @_carries_missing
 def format_matched(paired: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Display form of :func:`matched_comparisons`, with each side's epochs and mean optimizer steps."""
+    if paired.empty:
+        return pd.DataFrame()
     def side(method, budget, key):
         r = runs[(runs["method"] == method) & (runs["budget"] == budget)]
         return f"{r[key].mean():.0f}"
@@ -784,6 +792,14 @@ def paired_long(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str, str]],
 def plot_paired(long: pd.DataFrame, title: str = "Paired by seed", xlabel: str = ""):
     """Paired differences (points): every seed's difference (seaborn strip plot) and their mean ± std
     (seaborn point plot), one column per comparison (hue: the group, e.g. the budget), a line at zero."""
+    if long.empty:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.0, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"{title}: no seed has both runs yet", ha="center", va="center")
+        _incomplete(fig, long)
+        return fig
     import matplotlib.pyplot as plt
     import seaborn as sns
 

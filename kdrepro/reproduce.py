@@ -212,8 +212,16 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
     done = []
     for i, path in enumerate(notebooks, 1):
         print(f"[{i}/{len(notebooks)}] {path.stem} ...", flush=True)
-        run = run_notebook(path, nb_dir if store_in_place else out_root / "notebooks", parameters,
-                           failed_dir=out_root / "notebooks", strip_metadata=store_in_place, progress=progress)
+        try:
+            run = run_notebook(path, nb_dir if store_in_place else out_root / "notebooks", parameters,
+                               failed_dir=out_root / "notebooks", strip_metadata=store_in_place, progress=progress)
+        except ReproduceError as err:
+            if train or "MissingRunsError" not in str(err):
+                raise
+            (out_root / "notebooks" / f"{path.stem}.failed.ipynb").unlink(missing_ok=True)
+            print(f"[{i}/{len(notebooks)}] {path.stem} skipped: {str(err).split('MissingRunsError: ')[-1].split(').')[0]}",
+                  flush=True)
+            continue
         done.append(run)
         print(f"[{i}/{len(notebooks)}] {path.stem} done in {run.seconds:.0f} s -> {run.output}", flush=True)
     total = time.time() - t0
