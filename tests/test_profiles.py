@@ -214,13 +214,20 @@ def test_method_seeds_name_a_method_of_the_tables(tmp_path):
 def test_without_training_a_study_names_its_missing_runs_in_tables(tmp_path):
     """``train=False`` (``kdrepro reproduce --no-train``): only finished runs, and tables say what is missing."""
     from kdrepro import report
+    from kdrepro.experiments import MissingRunsError
 
     exp = Experiment("smoke", results_dir=tmp_path, train=False)
-    runs = exp.main()
-    assert runs.empty and len(runs.attrs["missing"]) == len(exp.plan("main"))
+    with pytest.raises(MissingRunsError, match="has none of its 7 runs"):
+        exp.main()
     assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
-    summary = report.summarize(runs.assign(flags=""), ["method"]) if len(runs) else runs
-    note = report.missing_note(summary)
-    assert note.startswith(f"**Incomplete: {len(exp.plan('main'))} run(s)") and "vanilla seed 0" in note
-    report.write_table(summary, "t", tmp_path)
-    assert "Incomplete" in (tmp_path / "t.md").read_text()
+    vanilla = next(p for p in exp.plan("main") if p.labels["method"] == "vanilla")
+    exp.store.run(vanilla.config, log=lambda m: None)  # one finished run
+    runs = exp.main()
+    assert len(runs) == 1 and len(runs.attrs["missing"]) == 6
+    summary = report.summarize(runs, ["dataset", "teacher", "student", "method", "model"])
+    table = report.format_summary(summary, ["method"])
+    note = report.missing_note(table)
+    assert note.startswith("**Incomplete: 6 run(s)") and "teacher seed 0" in note and "slkd seed 1" in note
+    report.write_table(table, "t", tmp_path)
+    assert "Incomplete: 6 run(s)" in (tmp_path / "t.md").read_text()
+    assert len(list((tmp_path / "runs").glob("*/summary.json"))) == 1  # still nothing else trained
