@@ -16,7 +16,10 @@ Given sections merge onto the preset: ``--set losses.kd.weight=0`` switches KD o
 adds DKD. A term's parameters come from the term's own defaults (its paper), overridden by the run's
 *recipe* (:data:`RECIPES`), overridden by the config.
 
-Values are coerced and checked once, here (:mod:`kdrepro.values`): ``"1e-3"`` is a float, ``true`` is
+The sections are pydantic models (chosen over OmegaConf structured configs because pydantic validates
+on construction with custom coercion per type, reports the location of every error, and serialises to
+plain JSON for ``config.json``; OmegaConf would still need hand-written range and choice checks). Values
+are coerced and checked once, here (:mod:`kdrepro.values`): ``"1e-3"`` is a float, ``true`` is
 not an integer, NaN and infinity are refused, and every bad value raises one :class:`ConfigError` line
 naming the key, the value and what is allowed. Unknown keys suggest the nearest valid one (and name
 the new place of keys of earlier versions, e.g. ``kd_weight`` -> ``losses.kd.weight``).

@@ -220,3 +220,27 @@ def test_planned_steps_are_the_steps_a_run_takes(slkd_result, store):
     assert engine.planned_steps(slkd_result.config, targets) == slkd_result.summary["iterations"]
     kd = store.run(_cfg(method="kd", teacher=TEACHER, epochs=3), log=lambda m: None)
     assert engine.planned_steps(kd.config, targets) == kd.summary["iterations"] == 3 * 12  # 1,438 images / 128
+
+
+@pytest.mark.slow
+def test_two_students_sharing_an_untrained_teacher_train_it_once(tmp_path):
+    """Started side by side, the second student waits for the teacher the first is training, then reuses it."""
+    common = [sys.executable, "-m", "kdrepro", "train", "--results", str(tmp_path), "--set", "dataset=digits",
+              "--set", "epochs=7", "--set", "crop_padding=1", "--set", "hflip=false", "--set", "num_threads=1",
+              "--set", "progress=false", "--set", "teacher.model=resnet14", "--set", "teacher.epochs=6"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    first = subprocess.Popen(common + ["--set", "method=kd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    lock_glob = lambda: list((tmp_path / "runs").glob("ce-digits-resnet14-*.lock"))  # noqa: E731
+    deadline = time.time() + 120
+    while not lock_glob() and time.time() < deadline:
+        time.sleep(0.05)
+    assert lock_glob(), "the first student never started its teacher"
+    second = subprocess.run(common + ["--set", "method=slkd"], env=env, capture_output=True, text=True, timeout=600)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    assert second.returncode == 0, second.stderr
+    assert "is being trained by process" in second.stderr and "waiting for it" in second.stderr
+    teachers = [d for d in (tmp_path / "runs").iterdir() if d.is_dir() and d.name.startswith("ce-digits-resnet14")]
+    assert len(teachers) == 1
+    assert "resuming" not in second.stderr  # the second process never trained (or resumed) the teacher
