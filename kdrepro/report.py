@@ -483,6 +483,9 @@ def to_markdown(table: pd.DataFrame, title: str | None = None) -> str:
             return "—" if math.isnan(v) else f"{v:.2f}"
         return str(v).replace("|", "\\|").replace("\n", " ")
 
+    if table.empty:  # a study with none of its runs (or pairs) finished yet: say so, not an empty grid
+        text = "_No rows yet: none of the runs this table needs are finished._\n"
+        return f"{title}\n\n{text}" if title else text
     header = [str(c) for c in table.columns]
     def is_numeric(column: pd.Series) -> bool:
         text = column.astype(str)

@@ -188,6 +188,16 @@ def test_markdown_and_csv_writers(tmp_path):
     assert list(back.columns) == ["method", "last_mean"] and back.loc[0, "last_mean"] == 93.0
 
 
+def test_an_empty_table_says_it_has_no_rows_and_keeps_its_missing_note(tmp_path):
+    """A paired table of a study with no pair finished yet is a sentence, not a header-less grid."""
+    empty = pd.DataFrame()
+    empty.attrs["missing"] = ["kd seed 0 [kd-x-s0-0000000000]"]
+    report.write_table(empty, "e", tmp_path)
+    md = (tmp_path / "e.md").read_text()
+    assert "|" not in md.split("**Incomplete")[0]
+    assert "No rows yet" in md and "kd-x-s0-0000000000" in md
+
+
 def test_save_figure_writes_png_and_svg(tmp_path):
     import matplotlib
 

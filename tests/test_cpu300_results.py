@@ -1,0 +1,225 @@
+"""The committed 300-epoch results (profile ``cpu300``, issue 11) agree with the committed runs.
+
+Every number of ``results/cpu300/tables`` that comes from runs is recomputed here from the runs' own
+``config.json`` and ``summary.json`` with the standard library (``json``, ``csv``, ``statistics``),
+independently of ``kdrepro.report``: a table edited by hand, a table left behind after a run was added or
+changed, or a table that claims a run is missing when it is committed (or the reverse), fails.
+
+The profile is trained over several sessions (about 10 hours on this machine's two cores). While it is
+incomplete the tables say which runs they lack (checked here); the completeness test below is a strict
+``xfail`` until the last run is committed, after which it passes and the marker must go.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from kdrepro import experiments
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "results" / "runs"
+TABLES = ROOT / "results" / "cpu300" / "tables"
+PROFILE_RUNS = 55  # kdrepro/profiles/cpu300.yaml: the count its comment and the README give
+
+pytestmark = pytest.mark.skipif(not (TABLES / "01_teachers_and_students.csv").exists(),
+                                reason="no committed cpu300 results")
+
+# which study each table is computed from (the notebooks' exp.<study>() calls)
+STUDY_OF_TABLE = {"01_teachers_and_students": "baselines", "02_kd_baselines": "kd_baselines",
+                  "03_main_table": "main", "03_slkd_minus_kd": "main", "04_ablations": "ablations",
+                  "04_order_paired": "ablations", "05_budgets": "budgets", "05_budget_paired": "budgets",
+                  "05_matched_steps": "matched"}
+
+
+def _load(d: Path) -> tuple[dict, dict] | None:
+    if not (d / "summary.json").exists():
+        return None
+    summary = json.loads((d / "summary.json").read_text())
+    return (json.loads((d / "config.json").read_text()), summary) if summary.get("finished") else None
+
+
+def _runs() -> list[tuple[dict, dict]]:
+    """Finished committed students of this profile: resnet8 taught by the 300-epoch wrn_16_2, or vanilla
+    resnet8 with the unscaled 300-epoch recipe (config and summary of each)."""
+    out = []
+    for d in sorted(RUNS.glob("*-cifar10-5k-resnet8-*")):
+        run = _load(d)
+        if run is None or run[0].get("bf16"):
+            continue
+        c = run[0]
+        teacher = c.get("teacher") or {}
+        if c["method"] == "ce" and c["epochs"] == 300 and c["recipe"] == "slkd":
+            out.append(run)
+        elif teacher.get("model") == "wrn_16_2" and teacher.get("epochs") == 300:
+            out.append(run)
+    return out
+
+
+def _csv(name: str) -> list[dict] | None:
+    path = TABLES / f"{name}.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _w(c: dict, term: str) -> float:
+    return (c["losses"].get(term) or {}).get("weight", 0.0)
+
+
+def _cur(c: dict, key: str):
+    return (c["curriculum"] or {}).get(key)
+
+
+def _slkd(c: dict, order: str = "easy_first") -> bool:
+    return c["method"] == "slkd" and (_cur(c, "score"), _cur(c, "order"), _cur(c, "pacing"), _w(c, "mse")) == \
+        ("max_logit", order, "authors", 0.05)
+
+
+def _kd(c: dict) -> bool:
+    return c["method"] == "kd" and _w(c, "fitnet") == 0 and _w(c, "at") == 0 and _w(c, "mse") == 0
+
+
+def _by_seed(runs, pick) -> dict[int, dict]:
+    return {s["seed"]: s for c, s in runs if pick(c)}
+
+
+def _check_mean_std(row: dict, by_seed: dict[int, dict], what: str) -> None:
+    last = [s["last_top1"] for s in by_seed.values()]
+    best = [s["best_top1"] for s in by_seed.values()]
+    assert int(row["seeds"]) == len(last), what
+    assert float(row["last_mean"]) == pytest.approx(statistics.mean(last), abs=1e-9), what
+    assert float(row["best_mean"]) == pytest.approx(statistics.mean(best), abs=1e-9), what
+    std = statistics.stdev(last) if len(last) > 1 else 0.0
+    assert float(row["last_std"]) == pytest.approx(std, abs=1e-9), what
+
+
+def _check_paired(row: dict, a: dict[int, dict], b: dict[int, dict], what: str) -> None:
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s]["last_top1"] - b[s]["last_top1"] for s in seeds]
+    assert int(row["seeds"]) == len(seeds), what
+    assert float(row["diff_mean"]) == pytest.approx(statistics.mean(diffs), abs=1e-9), what
+    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+    assert float(row["diff_std"]) == pytest.approx(std, abs=1e-9), what
+    assert int(row["wins"]) == sum(d > 0 for d in diffs), what
+    steps = statistics.mean(a[s]["iterations"] for s in seeds) / statistics.mean(b[s]["iterations"] for s in seeds)
+    assert float(row["iterations_ratio"]) == pytest.approx(steps, rel=1e-9), what
+
+
+def test_main_table_is_the_mean_and_sample_std_of_the_committed_300_epoch_runs():
+    runs = _runs()
+    expected = {
+        "vanilla": _by_seed(runs, lambda c: c["method"] == "ce"),
+        "kd": _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 300),
+        "slkd": _by_seed(runs, lambda c: _slkd(c) and c["epochs"] == 300),
+    }
+    rows = {r["method"]: r for r in _csv("03_main_table") if r["model"] == "resnet8"}
+    assert set(rows) == {m for m, by in expected.items() if by}, "a method row without runs, or runs without a row"
+    for method, row in rows.items():
+        assert int(row["epochs"]) == 300
+        _check_mean_std(row, expected[method], method)
+
+
+def test_slkd_minus_kd_is_paired_by_seed_from_the_committed_runs():
+    runs = _runs()
+    slkd = _by_seed(runs, lambda c: _slkd(c) and c["epochs"] == 300)
+    kd = _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 300)
+    rows = _csv("03_slkd_minus_kd") or []
+    if not set(slkd) & set(kd):
+        assert rows == [], "a paired row without a pair of runs"
+        return
+    (row,) = rows
+    _check_paired(row, slkd, kd, "SLKD - KD at 300 epochs")
+
+
+def test_ordering_ablation_is_paired_by_seed_from_the_committed_runs():
+    rows = _csv("04_order_paired")
+    if rows is None:
+        pytest.skip("notebook 04 skipped: no ordering run finished yet")
+    runs = _runs()
+    by_order = {o: _by_seed(runs, lambda c, o=o: _slkd(c, o) and c["epochs"] == 300)
+                for o in ("easy_first", "hard_first", "random")}
+    rows = {r["variant"]: r for r in rows}
+    assert set(rows) == {v for v in ("hard_first", "random") if set(by_order[v]) & set(by_order["easy_first"])}
+    for variant, row in rows.items():
+        _check_paired(row, by_order[variant], by_order["easy_first"], variant)
+
+
+def test_budget_curve_is_paired_by_seed_from_the_committed_runs():
+    rows = _csv("05_budget_paired")
+    if rows is None:
+        pytest.skip("notebook 05 skipped: no budget run finished yet")
+    runs = _runs()
+    rows = {int(r["epochs"]): r for r in rows if (r["a"], r["b"]) == ("slkd", "kd")}
+    expected = {}
+    for epochs in (20, 60, 120, 300):
+        slkd = _by_seed(runs, lambda c, e=epochs: _slkd(c) and c["epochs"] == e)
+        kd = _by_seed(runs, lambda c, e=epochs: _kd(c) and c["epochs"] == e)
+        if set(slkd) & set(kd):
+            expected[epochs] = (slkd, kd)
+    assert set(rows) == set(expected)
+    for epochs, (slkd, kd) in expected.items():
+        _check_paired(rows[epochs], slkd, kd, f"SLKD - KD at {epochs} epochs")
+    for r in _csv("05_budgets"):
+        pick = _slkd if r["method"] == "slkd" else _kd
+        _check_mean_std(r, _by_seed(runs, lambda c, e=int(r["epochs"]): pick(c) and c["epochs"] == e),
+                        f"{r['method']} at {r['epochs']} epochs")
+
+
+def test_matched_step_comparison_is_paired_by_seed_from_the_committed_runs():
+    rows = _csv("05_matched_steps")
+    if rows is None:
+        pytest.skip("no matched-step pair finished yet")
+    runs = _runs()
+    slkd = _by_seed(runs, lambda c: _slkd(c) and c["epochs"] == 300)
+    kd = _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 300)
+    kd_matched = _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 226)
+    for s in kd_matched.values():  # matched means matched: KD at 226 epochs takes SLKD-at-300's steps
+        assert s["iterations"] == 226 * 40
+    for s in slkd.values():
+        assert s["iterations"] == 9040
+    rows = {(r["a"], r["b"]): r for r in rows}
+    for (a, b), row in rows.items():
+        assert int(row["budget"]) == 300
+        _check_paired(row, slkd, {"kd": kd, "kd_matched": kd_matched}[b], f"{a} - {b}")
+
+
+def test_incomplete_tables_name_exactly_the_runs_they_lack():
+    """Each table's "Incomplete" note counts the planned runs of its study that are not committed and
+    finished, and every run it names (in brackets) is one of them; a complete study's table has no note."""
+    exp = experiments.Experiment("cpu300", results_dir=ROOT / "results")
+    checked = 0
+    for name, study in STUDY_OF_TABLE.items():
+        md = TABLES / f"{name}.md"
+        if not md.exists():
+            continue
+        lacking = {p.config.run_id for p in exp.plan(study) if _load(RUNS / p.config.run_id) is None}
+        note = re.search(r"Incomplete: (\d+) run\(s\)", md.read_text())
+        if not lacking:
+            assert note is None, f"{name}: says incomplete, but every run of study {study!r} is committed"
+            continue
+        assert note is not None, f"{name}: {len(lacking)} run(s) of {study!r} missing, and the table does not say so"
+        assert int(note.group(1)) == len(lacking), name
+        named = set(re.findall(r"\[([a-z0-9_.-]+-s\d+-[0-9a-f]{10})\]", md.read_text()))
+        assert named and named <= lacking, f"{name}: names committed runs as missing: {sorted(named - lacking)}"
+        checked += 1
+    assert checked or not any((TABLES / f"{n}.md").exists() for n in STUDY_OF_TABLE)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 in progress: the cpu300 profile is still training (the README "
+                                       "status block lists the runs committed so far)")
+def test_every_run_of_the_cpu300_profile_is_committed_and_finished():
+    exp = experiments.Experiment("cpu300", results_dir=ROOT / "results")
+    configs = exp.all_configs()
+    assert len(configs) == PROFILE_RUNS
+    missing = [c.run_id for c in configs if _load(RUNS / c.run_id) is None]
+    assert not missing, f"{len(missing)} cpu300 runs not committed and finished: {missing}"
+    for c in configs:
+        summary = json.loads((RUNS / c.run_id / "summary.json").read_text())
+        assert summary["epochs"] == c.epochs
+        assert len((RUNS / c.run_id / "metrics.jsonl").read_text().splitlines()) == c.epochs
