@@ -137,7 +137,9 @@ class PlannedRun:
 def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
     """The unfinished runs of ``configs`` with the run ids each must wait for, in start order: teachers and
     the runs that build a logit cache first, then the longest runs first (so that no long run is left
-    to finish alone at the end)."""
+    to finish alone at the end), and among runs of equal length the lower seeds first, in ``configs``
+    order within a seed (so that a training stopped part way leaves whole paired comparisons, KD and
+    SLKD of seed 0, rather than every seed of KD and no SLKD)."""
     pending = {}
     for c in configs:
         run_id = c.run_id
@@ -159,7 +161,7 @@ def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
                 builders[group], builds = run_id, True
         jobs.append(PlannedRun(cfg, needs, builds_cache=builds, run_id=run_id))
     teachers = {j.cfg.teacher_config().run_id for j in jobs if j.cfg.has_teacher_run}
-    return sorted(jobs, key=lambda j: (j.run_id not in teachers, not j.builds_cache, -j.cost))
+    return sorted(jobs, key=lambda j: (j.run_id not in teachers, not j.builds_cache, -j.cost, j.cfg.seed))
 
 
 def _levels(plan: list[PlannedRun]) -> dict[str, int]:

@@ -113,6 +113,21 @@ def test_plan_jobs_waits_for_the_teacher_and_for_one_cache_builder(tmp_path):
     assert order[2] == vanilla.run_id  # then the longest run (20 epochs against the others' 7)
 
 
+def test_plan_jobs_starts_equal_length_runs_seed_by_seed(tmp_path):
+    """Five KD and five SLKD seeds of equal length, given method by method (as ``all_configs`` lists them),
+    start as KD 0, SLKD 0, KD 1, SLKD 1, ...: an interrupted training leaves whole pairs."""
+    exp = Experiment(_profile(tmp_path), results_dir=tmp_path)
+    pair, ds = exp.profile.pairs[0], exp.profile.datasets[0]
+    kd = [exp.student_config(ds, pair, "kd", s) for s in range(5)]
+    slkd = [exp.student_config(ds, pair, "slkd", s) for s in range(5)]
+    teacher = kd[0].teacher_config()
+    order = [j.cfg for j in plan_jobs([teacher, *kd, *slkd], exp.store)]
+    assert order[0].run_id == teacher.run_id and order[1].run_id == kd[0].run_id  # teacher, cache builder
+    expected = [(c.method, c.seed) for c in (kd[0], slkd[0], kd[1], slkd[1], kd[2], slkd[2], kd[3], slkd[3],
+                                             kd[4], slkd[4])]
+    assert [(c.method, c.seed) for c in order[1:]] == expected
+
+
 # -------------------------------------------------------------------------------------------------- locks
 
 
