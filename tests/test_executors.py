@@ -386,8 +386,10 @@ def test_dry_run_of_the_paper_profile_lists_every_run_with_its_dependencies(tmp_
 def test_submission_groups_come_after_the_groups_they_wait_for(tmp_path):
     _, configs = _smoke_subset(tmp_path)
     groups = submission_groups(plan_jobs(configs, RunStore(tmp_path)))
+    # teacher; the KD student that builds the logit cache; then the two that read it, seed 0 (SLKD) before
+    # seed 1 (KD) as plan_jobs orders equal-length runs
     assert [[j.run_id for j in g] for g in groups] == [[configs[0].run_id], [configs[1].run_id],
-                                                       [configs[2].run_id, configs[3].run_id]]
+                                                       [configs[3].run_id, configs[2].run_id]]
 
 
 # ----------------------------------------------------------------------------------------- bad input
