@@ -766,6 +766,7 @@ def plot_budgets(summary: pd.DataFrame, runs: pd.DataFrame | None = None, matche
     ax.set_xlabel("training iterations (optimizer steps)")
     ax.set_ylabel("test top-1 (%), last epoch")
     ax.set_title("Accuracy against budget (markers measured)", fontsize="medium")
+    ax.margins(x=0.1, y=0.15)  # room for the epoch labels beside the outermost markers
     _span_at_least(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small", loc="lower right")
@@ -809,6 +810,8 @@ def plot_paired(long: pd.DataFrame, title: str = "Paired by seed", xlabel: str =
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * long["comparison"].nunique() + 2.4), 3.4))
     hue = "group" if long["group"].notna().any() and long["group"].nunique() > 1 else None
     data = long.assign(group=long["group"].astype(str)) if hue else long
+    if not hue and long["group"].notna().any():  # one group (e.g. one budget so far): name it on the axis
+        data = long.assign(comparison=long["comparison"] + f" ({long['group'].iloc[0]})")
     sns.stripplot(data=data, x="comparison", y="diff", hue=hue, dodge=bool(hue), jitter=0.08, size=4, alpha=0.6,
                   ax=ax, legend=False, palette="deep" if hue else None, color=None if hue else "tab:blue")
     sns.pointplot(data=data, x="comparison", y="diff", hue=hue, dodge=0.4 if hue else False, errorbar="sd",
@@ -817,7 +820,8 @@ def plot_paired(long: pd.DataFrame, title: str = "Paired by seed", xlabel: str =
     ax.axhline(0, color="k", lw=0.8)
     n = data.groupby(["comparison"] + (["group"] if hue else []))["seed"].nunique()
     seeds = sorted(set(int(v) for v in n))
-    ax.set_title(f"{title}: points = seeds; diamond = mean ± std ({', '.join(map(str, seeds))} seeds)",
+    ax.set_title(f"{title}: points = seeds; diamond = mean ± std ({', '.join(map(str, seeds))} "
+                 f"seed{'' if seeds == [1] else 's'})",
                  fontsize="medium")
     ax.set_ylabel("difference in test top-1 (points)")
     ax.set_xlabel(xlabel)

@@ -277,6 +277,11 @@ def test_paired_long_by_hand_and_the_paired_figure_names_its_spread():
     fig = report.plot_paired(long, "test")
     title = fig.axes[0].get_title()
     assert "mean ± std" in title and "2 seeds" in title
+    # the one budget there is so far is named on the axis; one seed is "1 seed"
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["a − b (10)"]
+    one = report.plot_paired(long[long["seed"] == 0], "test")
+    assert "(1 seed)" in one.axes[0].get_title()
 
 
 def test_flagged_runs_get_a_column_only_when_there_are_some():
