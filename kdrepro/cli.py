@@ -120,7 +120,7 @@ def cmd_train(args) -> int:
     print(f"  test top-1: last {s['last_top1']:.2f}  best {s['best_top1']:.2f} (epoch {s['best_epoch']})  "
           f"epochs {s['epochs']}  iterations {s['iterations']}  wall {s['wall_seconds']:.1f}s")
     if s.get("flags"):
-        print(f"  warning: {', '.join(s['flags'])} (see README, Divergence)")
+        print(f"  warning: {', '.join(s['flags'])} (see README, Health flags)")
     return 0
 
 
