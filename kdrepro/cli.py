@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -198,6 +199,17 @@ def cmd_reproduce(args) -> int:
     return reproduce.run_from_args(args)
 
 
+
+def _seconds(text: str) -> float:
+    """``--wait``: seconds, 0 or more (``inf``: wait as long as it takes); never NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (or inf), got {text!r}")
+    return value
+
 def make_parser() -> argparse.ArgumentParser:
     from . import reproduce
     from .runs import WAIT
@@ -226,7 +238,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "(teacher.model=resnet32, losses.kd.T=4, curriculum.order=hard_first)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the resolved config, train nothing")
-    p.add_argument("--wait", type=float, default=WAIT, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds, default=WAIT, metavar="SECONDS",
                    help="how long to wait for a run (or its teacher) that another process is training "
                         f"(default {WAIT / 86400:.0f} days)")
     p.set_defaults(func=cmd_train)

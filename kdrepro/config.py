@@ -270,6 +270,14 @@ class RunConfig(BaseModel):
             raise ConfigError(f"model={self.model!r}: choose one of {', '.join(list_models())}{nearest(self.model, list_models())}")
         recipe = RECIPES[self.recipe]
         changes: dict[str, Any] = {}
+        from .data import check_dataset_options
+        from .models import check_model_options
+
+        try:  # options are checked and coerced here, before any run (a teacher included) is trained
+            changes["dataset_options"] = check_dataset_options(self.dataset, self.dataset_options)
+            changes["model_options"] = check_model_options(self.model, self.model_options)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for key in OPTIM_FIELDS:
             if getattr(self, key) is None:
                 value = recipe[key]
@@ -301,7 +309,8 @@ class RunConfig(BaseModel):
             else:
                 changes["teacher"] = self.teacher_config().to_dict()
         if self.data_fingerprint is None:
-            changes["data_fingerprint"] = _data_fingerprint(self)
+            changes["data_fingerprint"] = _data_fingerprint(self.model_copy(update={
+                "dataset_options": changes["dataset_options"]}))
         cfg = self.model_copy(update=changes)
         teacher_model = (cfg.teacher or {}).get("model") if needs_teacher else None
         from .terms import TERMS
@@ -433,14 +442,17 @@ class RunConfig(BaseModel):
     # ------------------------------------------------------------------ identity
     def identity(self) -> dict[str, Any]:
         """What a (resolved) run computes, as the run id hashes it; see the module docstring."""
+        from .data import dataset_option_defaults
+        from .models import model_option_defaults
         from .terms import params_identity
 
         cfg = self
         ident: dict[str, Any] = {
             "schema": SCHEMA,
             "data": {"name": cfg.dataset, "fingerprint": cfg.data_fingerprint,
-                     "options": {k: v for k, v in sorted(cfg.dataset_options.items()) if k not in _LOCATION_OPTIONS}},
-            "model": {"name": cfg.model, "options": dict(sorted(cfg.model_options.items()))},
+                     "options": _non_default(cfg.dataset_options, dataset_option_defaults(cfg.dataset),
+                                             drop=_LOCATION_OPTIONS)},
+            "model": {"name": cfg.model, "options": _non_default(cfg.model_options, model_option_defaults(cfg.model))},
             "seed": cfg.seed,
             "optim": {k: (list(getattr(cfg, k)) if k == "milestones" else getattr(cfg, k)) for k in OPTIM_FIELDS},
             "augment": {"crop_padding": cfg.crop_padding, "hflip": cfg.hflip} if cfg.augment else None,
@@ -449,8 +461,14 @@ class RunConfig(BaseModel):
             "teacher": None,
         }
         if cfg.curriculum is not None:
+            from . import sequencer
+
             cur = cfg.curriculum_config()
             ident["curriculum"] = {k: v for k, v in params_identity(cur).items()}
+            # the pacing's options as typed parameters, so that an option added later with a neutral
+            # default leaves existing ids alone, as a loss term's does
+            ident["curriculum"]["pacing_options"] = params_identity(
+                sequencer.pacing_params(cur.pacing, cur.pacing_options))
         if cfg.teacher_weights_sha256 is not None:
             t = cfg.teacher or {}
             ident["teacher"] = {"weights_sha256": cfg.teacher_weights_sha256, "model": t.get("model"),
@@ -542,6 +560,16 @@ def _needs_teacher(losses: dict, curriculum: dict | None) -> bool:
     return curriculum is not None and sequencer.SCORES.get(curriculum["score"]).needs_teacher
 
 
+def _non_default(options: dict, defaults: dict, drop: frozenset = frozenset()) -> dict:
+    """``options`` without the ones at their default (or in ``drop``), sorted: an option spelled out at its
+    default computes the same run as the option left out, so both get one id."""
+    def same(a, b) -> bool:
+        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+    return {k: v for k, v in sorted(options.items())
+            if k not in drop and not (k in defaults and same(v, defaults[k]))}
+
+
 def _data_fingerprint(cfg: RunConfig) -> str:
     from .data import CorruptDatasetError, DatasetNotFoundError, data_fingerprint
 
@@ -549,7 +577,7 @@ def _data_fingerprint(cfg: RunConfig) -> str:
         return data_fingerprint(cfg.dataset, root=cfg.data_root, **cfg.dataset_options)
     except (DatasetNotFoundError, CorruptDatasetError) as err:
         raise ConfigError(f"dataset={cfg.dataset!r}: {err}") from None
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise ConfigError(f"dataset_options: {err}") from None
 
 

@@ -785,6 +785,48 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _option_types() -> dict:
+    """The declared type of every data-set option (:mod:`kdrepro.values` types), by option name."""
+    from typing import Annotated
+
+    from pydantic import BeforeValidator
+
+    from .values import Float, PositiveInt, Seed
+
+    path = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
+    return {"path": path, "per_batch": PositiveInt, "size": tuple[PositiveInt, PositiveInt] | None,
+            "channels": PositiveInt, "layout": str | None, "test_fraction": Float, "seed": Seed}
+
+
+def dataset_option_defaults(name: str) -> dict:
+    """``{option: default}`` of data set ``name`` (the keyword arguments of its loader)."""
+    loader = _LOADERS[name.lower()]
+    return {k: p.default for k, p in list(inspect.signature(loader).parameters.items())[3:]}
+
+
+def check_dataset_options(name: str, options: dict) -> dict:
+    """``options`` of data set ``name`` coerced once to their declared types (``"1e-1"`` from YAML is a
+    float, ``true`` is not a seed); raises ``ValueError`` with one line naming the option, the value and
+    what is allowed, or the options the data set accepts. Ranges are the loader's to check."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from .registry import nearest
+    from .values import explain
+
+    accepted = dataset_option_defaults(name)
+    types = _option_types()
+    out = {}
+    for key, value in options.items():
+        if key not in accepted:
+            raise ValueError(f"dataset_options.{key}: data set {name!r} takes no option {key!r}; it accepts: "
+                             f"{', '.join(accepted) or 'none'}{nearest(key, list(accepted))}")
+        try:
+            out[key] = TypeAdapter(types.get(key, object)).validate_python(value)
+        except ValidationError as err:
+            raise ValueError(explain(err, prefix=f"dataset_options.{key}")) from None
+    return out
+
+
 def data_fingerprint(name: str, root: str | os.PathLike | None = None, **options) -> str:
     """What identifies a data set's content in a run id, independent of where it lives.
 

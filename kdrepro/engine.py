@@ -473,6 +473,9 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", top1=f"{top1:.2f}", pool=len(pool))
         bar.close()
+        # again, for a run resumed after its last epoch's checkpoint was saved but before its metrics were
+        # written (a crash between the two): otherwise metrics.jsonl would stay one epoch short for good
+        self.run.write_metrics(metrics)
         self.run.save(self.student.state_dict(), self.run.weights)
         summary = summarize(cfg, metrics, counters, environment(self.device), self.teacher_source,
                             self.train_set.num_classes)

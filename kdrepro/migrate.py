@@ -11,13 +11,14 @@ folder this module
    are here, else the known fingerprint of a fixed data set such as ``cifar10-5k``) and *checks the
    conversion*: the run's semantics read from the old config (:func:`semantics_v1`) must equal those read
    from the new one (:func:`semantics_v2`), two independent readings of what the run computes;
-3. moves the folder to its new id (one atomic rename), then rewrites ``config.json`` and the summary's
-   ``run_id`` (atomically), and appends ``{"old", "new"}`` to ``runs/migrations.jsonl`` (so the old id still
-   finds the run: ``kdrepro show <old id>``).
+3. appends ``{"old", "new"}`` to ``runs/migrations.jsonl`` (so the old id still finds the run:
+   ``kdrepro show <old id>``), moves the folder to its new id (one atomic rename), rewrites the summary's
+   ``run_id`` and, last, ``config.json`` (each atomically).
 
 A run locked by a live process is skipped (migrate it when it is done); a folder that fails a check is
-reported and left alone. Interrupted at any point, the migration can be run again: a folder already
-renamed but not yet rewritten is recognised and finished.
+reported and left alone. Interrupted at any point, the migration can be run again: until its config is
+rewritten a folder still reads as schema 1 (renamed or not), so it is planned again and finished, and its
+log row, keyed by the schema-1 id recomputed from that config, is written once.
 """
 from __future__ import annotations
 
@@ -237,7 +238,7 @@ def migrate_store(results: str | os.PathLike, dry_run: bool = False, data_root: 
         out.append(Migration(d.name, new.run_id, "migrated"))
         if dry_run:
             continue
-        _move(d, target, new, store)
+        _move(d, target, new, store, v1_run_id(old))
     counts = {a: sum(m.action == a for m in out) for a in ("migrated", "current", "skipped")}
     verb = "would migrate" if dry_run else "migrated"
     log(f"kdrepro migrate: {verb} {counts['migrated']} run(s) to schema {SCHEMA}; {counts['current']} already "
@@ -249,22 +250,30 @@ def migrate_store(results: str | os.PathLike, dry_run: bool = False, data_root: 
     return out
 
 
-def _move(d: Path, target: Path, new: RunConfig, store) -> None:
-    """Rename, then rewrite the config and summary, then log; each step atomic and re-runnable."""
-    old_id = RunDir(d).read_summary().get("run_id", d.name) if d.name != target.name else None
+def _move(d: Path, target: Path, new: RunConfig, store, old_id: str) -> None:
+    """Log, rename, rewrite the summary, then the config: each step atomic, and the folder reads as schema 1
+    until the last one, so a re-run after a crash anywhere finishes the job."""
+    log_path = store.runs_dir / "migrations.jsonl"
+    lines = log_path.read_text() if log_path.exists() else ""
+    logged = set()
+    for line in lines.splitlines():
+        try:
+            row = json.loads(line)
+            logged.add((row["old"], row["new"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    if (old_id, target.name) not in logged:
+        row = {"old": old_id, "new": target.name, "schema": [1, SCHEMA], "date": time.strftime("%Y-%m-%d")}
+        atomic_write(log_path, lines + json.dumps(row) + "\n")
     if d != target:
         os.rename(d, target)
     rd = RunDir(target)
-    stored = new.model_copy(update={"data_root": None, "teacher": _without_root(new.teacher)})
-    rd.write_config(stored.to_dict())
     summary = rd.read_summary()
-    if summary:
+    if summary and summary.get("run_id") != target.name:
         summary["run_id"] = target.name
         rd.write_summary(summary)
-    log_path = store.runs_dir / "migrations.jsonl"
-    lines = log_path.read_text() if log_path.exists() else ""
-    row = {"old": old_id or d.name, "new": target.name, "schema": [1, SCHEMA], "date": time.strftime("%Y-%m-%d")}
-    atomic_write(log_path, lines + json.dumps(row) + "\n")
+    stored = new.model_copy(update={"data_root": None, "teacher": _without_root(new.teacher)})
+    rd.write_config(stored.to_dict())
 
 
 def _without_root(teacher: dict | None) -> dict | None:

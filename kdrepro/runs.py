@@ -109,10 +109,21 @@ def lock_owner(lock: Path, stale_after: float | None = None) -> tuple[str, int] 
 
 
 def _stale_after(value: float | None) -> float:
-    if value is not None:
-        return float(value)
-    env = os.environ.get("KDREPRO_LOCK_STALE")
-    return float(env) if env else STALE_AFTER
+    """The stale timeout: ``value``, else ``$KDREPRO_LOCK_STALE``, else :data:`STALE_AFTER`; a positive,
+    finite number of seconds, else a one-line :class:`~kdrepro.config.ConfigError`."""
+    source = "stale_after"
+    if value is None:
+        env = os.environ.get("KDREPRO_LOCK_STALE")
+        if not env:
+            return STALE_AFTER
+        value, source = env, "KDREPRO_LOCK_STALE"
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = math.nan
+    if not (math.isfinite(out) and out > 0):
+        raise ConfigError(f"{source}={value!r}: must be a positive number of seconds (default {STALE_AFTER:.0f})")
+    return out
 
 
 class _Heartbeat:
@@ -174,7 +185,8 @@ class RunStore:
                  heartbeat: float = HEARTBEAT):
         self.root = Path(root) if root is not None else default_results_root()
         self.stale_after = _stale_after(stale_after)
-        self.heartbeat = heartbeat
+        # renew a held lock well within the stale timeout, however short that is set
+        self.heartbeat = min(heartbeat, self.stale_after / 3)
         if self.root.exists() and not self.root.is_dir():
             raise RunFileError(self.root, "is a file, not a results folder; give --results a folder")
 
@@ -212,9 +224,17 @@ class RunStore:
                 aside = lock.with_name(f"{lock.name}.stale-{socket.gethostname()}-{os.getpid()}")
                 try:
                     os.replace(lock, aside)
-                    aside.unlink(missing_ok=True)
                 except FileNotFoundError:
-                    pass
+                    continue
+                if lock_owner(aside, self.stale_after) is not None:
+                    # what was moved is not the stale lock: another process took that over between the
+                    # check and the move, and this is its fresh lock. Put it back (link: only if no other
+                    # lock appeared meanwhile) and leave the run to it.
+                    with contextlib.suppress(OSError):
+                        os.link(aside, lock)
+                    aside.unlink(missing_ok=True)
+                    return None
+                aside.unlink(missing_ok=True)
                 continue
             except OSError as err:
                 raise RunFileError(lock, f"cannot create the lock file ({err.strerror})") from None
@@ -228,6 +248,8 @@ class RunStore:
     def _locked(self, cfg: RunConfig, wait: float = 0.0, log: Callable[[str], None] | None = None):
         """Hold ``<run id>.lock``; wait up to ``wait`` seconds for a live holder, then :class:`RunLockedError`."""
         lock = self.lock_path(cfg)
+        if math.isnan(wait) or wait < 0:
+            raise ConfigError(f"wait={wait!r}: must be a number of seconds >= 0 (or inf)")
         deadline = time.monotonic() + wait
         said = False
         while True:

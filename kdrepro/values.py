@@ -36,7 +36,10 @@ def _float(v: Any) -> float:
     if isinstance(v, bool):
         raise ValueError("must be a number, not a boolean")
     if isinstance(v, (int, float)):
-        out = float(v)
+        try:
+            out = float(v)
+        except OverflowError:  # an integer beyond float's range
+            raise ValueError("must be a finite number") from None
     elif isinstance(v, str):
         try:
             out = float(v)

@@ -67,6 +67,18 @@ CASES = [
     ("lr-not-a-number", lambda t, r: ["train", *DIGITS, *S("lr=abc")], 2, r"lr='abc': must be a number"),
     ("lr-infinite", lambda t, r: ["train", *DIGITS, *S("lr=.inf")], 2, r"lr=inf: must be a finite number"),
     ("lr-nan", lambda t, r: ["train", *DIGITS, *S("lr=.nan")], 2, r"lr=nan: must be a finite number"),
+    ("lr-huge-integer", lambda t, r: ["train", *DIGITS, *S("lr=1" + "0" * 400)], 2, r"lr=10+: must be a finite number"),
+    ("dataset-option-bool", lambda t, r: ["train", *DIGITS, *S("dataset_options.seed=true")], 2,
+     r"dataset_options.seed=True: must be an integer, not a boolean"),
+    ("dataset-option-text", lambda t, r: ["train", *DIGITS, *S("dataset_options.test_fraction=abc")], 2,
+     r"dataset_options.test_fraction='abc': must be a number"),
+    ("dataset-option-unknown", lambda t, r: ["train", *DIGITS, *S("dataset_options.tst_fraction=0.1")], 2,
+     r"takes no option 'tst_fraction'.*did you mean 'test_fraction'"),
+    # a student's bad model option is refused before its teacher trains (nothing is left behind)
+    ("model-option-value", lambda t, r: ["train", *STUDENT, *S("model_options.shortcut=bogus")], 2,
+     r"model_options.shortcut='bogus': choose one of conv, pad"),
+    ("model-option-unknown", lambda t, r: ["train", *STUDENT, *S("model_options.foo=1")], 2,
+     r"model 'resnet8' takes no option 'foo'"),
     ("epochs-boolean", lambda t, r: ["train", *DIGITS, *S("epochs=true")], 2, r"epochs=True: must be an integer, not a boolean"),
     ("epochs-zero", lambda t, r: ["train", *DIGITS, *S("epochs=0")], 2, r"epochs=0: must be an integer >= 1"),
     ("epochs-empty", lambda t, r: ["train", *DIGITS, *S("epochs=")], 2, r"--set epochs=: empty value"),
@@ -127,7 +139,7 @@ CASES = [
     ("npz-empty", lambda t, r: ["train", *DIGITS, *S("dataset=npz", f"dataset_options.path={_npz(t / 'e.npz', empty=True)}")], 2, r"e.npz"),
     ("npz-bad-labels", lambda t, r: ["train", *DIGITS, *S("dataset=npz", f"dataset_options.path={_npz(t / 'l.npz', labels=[-1] * 20)}")], 2, r"l.npz"),
     ("npz-not-a-zip", lambda t, r: ["train", *DIGITS, *S("dataset=npz", f"dataset_options.path={_write(t / 'z.npz', b'nope')}")], 2, r"z.npz"),
-    ("digits-bad-option", lambda t, r: ["train", *DIGITS, *S("dataset_options.path=x")], 2, r"does not take option\(s\) \['path'\]"),
+    ("digits-bad-option", lambda t, r: ["train", *DIGITS, *S("dataset_options.path=x")], 2, r"data set 'digits' takes no option 'path'; it accepts: test_fraction, seed"),
     # ---- files and folders
     ("config-missing", lambda t, r: ["train", "--config", f"{t}/missing.yaml"], 2, r"missing.yaml does not exist"),
     ("config-is-a-folder", lambda t, r: ["train", "--config", str(t)], 2, r"is a folder"),
@@ -367,3 +379,64 @@ def _with(parser, command, func):
     for action in parser._subparsers._group_actions:
         action.choices[command].set_defaults(func=func)
     return parser
+
+
+def test_a_crash_between_the_last_checkpoint_and_its_metrics_loses_no_epoch(tmp_path, monkeypatch):
+    """Killed after the last epoch's checkpoint was saved but before metrics.jsonl was rewritten, a run
+    resumes to a summary and a metrics file that both have every epoch."""
+    from kdrepro import rundir
+    from kdrepro.config import RunConfig
+    from kdrepro.runs import RunStore
+
+    cfg = RunConfig.from_dict(dict(method="ce", dataset="digits", model="resnet8", epochs=2, num_threads=1,
+                                   progress=False, crop_padding=1, hflip=False))
+    store = RunStore(tmp_path)
+    original = rundir.RunDir.write_metrics
+
+    def dies_at_the_last_epoch(self, rows):
+        if len(rows) == 2:
+            raise KeyboardInterrupt("killed")
+        original(self, rows)
+
+    monkeypatch.setattr(rundir.RunDir, "write_metrics", dies_at_the_last_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        store.run(cfg, log=lambda m: None)
+    assert len((store.run_dir(cfg) / "metrics.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(rundir.RunDir, "write_metrics", original)
+    result = store.run(cfg, log=lambda m: None)
+    rows = result.metrics()
+    assert result.summary["epochs"] == 2 and [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["test_top1"] == result.summary["last_top1"]
+
+
+@pytest.mark.parametrize("crash_at", ["log", "rename", "summary", "config"])
+def test_a_migration_interrupted_anywhere_finishes_when_run_again(crash_at, tmp_path, monkeypatch):
+    """``kdrepro migrate`` killed at any step: the re-run finishes the folder, and the old id still finds
+    the run through exactly one log row."""
+    from kdrepro import migrate, rundir
+    from kdrepro.runs import RunStore
+
+    src = sorted((Path(__file__).parent / "data" / "v1_engine").glob("kd-*"))[0]
+    root = tmp_path / "results"
+    shutil.copytree(src, root / "runs" / src.name)
+    (root / "runs" / src.name / "summary.json").write_text(json.dumps({"run_id": src.name, "last_top1": 1.0}))
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    target = {"log": (migrate, "atomic_write"), "rename": (migrate.os, "rename"),
+              "summary": (rundir.RunDir, "write_summary"), "config": (rundir.RunDir, "write_config")}[crash_at]
+    with monkeypatch.context() as m:
+        m.setattr(*target, boom)
+        with pytest.raises(KeyboardInterrupt):
+            migrate.migrate_store(root, log=lambda line: None)
+    again = migrate.migrate_store(root, log=lambda line: None)
+    assert [m.action for m in again] == ["migrated"]
+    new_id = again[0].new
+    folder = root / "runs" / new_id
+    assert json.loads((folder / "config.json").read_text())["schema"] == 2
+    assert json.loads((folder / "summary.json").read_text())["run_id"] == new_id
+    rows = [json.loads(line) for line in (root / "runs" / "migrations.jsonl").read_text().splitlines()]
+    assert [(r["old"], r["new"]) for r in rows] == [(src.name, new_id)]
+    assert RunStore(root).resolve(src.name) == folder
+    assert [m.action for m in migrate.migrate_store(root, log=lambda line: None)] == ["current"]

@@ -143,3 +143,48 @@ def test_the_readme_score_registers_and_ranks():
         assert pool.tolist() == [0, 2]  # the confident image of each class
     finally:
         sequencer.SCORES.unregister("entropy")
+
+
+# ----------------------------------------------------------------- options and neutral defaults (review)
+
+_DIGITS = dict(method="ce", dataset="digits", model="resnet8", epochs=3)
+
+
+def test_an_option_at_its_default_is_the_run_without_it_and_typed_values_coerce():
+    """digits' split options and a ResNet's shortcut: spelled out at their default, or typed as YAML reads
+    them (``"2e-1"`` is a string there), the run is the same one; a different value is another run."""
+    rid = lambda **kw: RunConfig.from_dict({**_DIGITS, **kw}).run_id  # noqa: E731
+    plain = rid()
+    assert rid(dataset_options={"test_fraction": 0.2, "seed": 0}) == plain
+    assert rid(dataset_options={"test_fraction": "2e-1"}) == plain
+    assert rid(model_options={"shortcut": "conv"}) == plain
+    assert len({plain, rid(dataset_options={"seed": 1}), rid(model_options={"shortcut": "pad"})}) == 3
+    assert RunConfig(**_DIGITS, dataset_options={"test_fraction": "2e-1"}).resolved().dataset_options == \
+        {"test_fraction": 0.2}
+
+
+def test_a_tuple_neutral_default_and_a_pacing_option_leave_ids_alone():
+    """The extension rule for a parameter added later with a neutral default holds for a tuple-valued
+    term parameter and for a pacing option too."""
+    kd_cfg = dict(_DIGITS, method="kd", teacher={"model": "resnet8"})
+    slkd_cfg = dict(_DIGITS, method="slkd", epochs=20, teacher={"model": "resnet8"}, curriculum={"pacing": "linear"})
+    before = RunConfig.from_dict(kd_cfg).run_id, RunConfig.from_dict(slkd_cfg).run_id
+
+    class KDParamsV2(KDParams):
+        new_tuple: tuple[int, ...] = Field((), json_schema_extra={"neutral": ()})
+
+    pacing_cls, build = sequencer.PACINGS.get("linear")
+
+    class PacingV2(pacing_cls):
+        new_option: int = Field(0, json_schema_extra={"neutral": 0})
+
+    term = TERMS.get("kd")
+    old_params = term.Params
+    try:
+        term.Params = KDParamsV2
+        sequencer.PACINGS.register("linear", (PacingV2, build), replace=True)
+        after = RunConfig.from_dict(kd_cfg).run_id, RunConfig.from_dict(slkd_cfg).run_id
+    finally:
+        term.Params = old_params
+        sequencer.PACINGS.register("linear", (pacing_cls, build), replace=True)
+    assert after == before

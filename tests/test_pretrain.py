@@ -154,6 +154,43 @@ def test_a_run_locked_by_a_live_process_is_refused_and_a_stale_lock_taken_over(t
     assert result.summary["epochs"] == 1 and not lock.exists()
 
 
+def test_two_processes_that_both_saw_a_lock_stale_do_not_both_get_it(tmp_path, monkeypatch):
+    """B judges a dead holder's lock stale; before B moves it aside, A takes it over and writes its own.
+    B must then see that what it moved is A's fresh lock, put it back and stand aside."""
+    from kdrepro import runs
+
+    store = RunStore(tmp_path)
+    lock = tmp_path / "runs" / "x.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid(), "token": "dead"}))
+    real_owner, taken = runs.lock_owner, {}
+
+    def b_checks_then_a_takes_over(path, stale_after=None):
+        seen = real_owner(path, stale_after)  # B: stale
+        monkeypatch.setattr(runs, "lock_owner", real_owner)
+        taken["a"] = store._try_lock(lock)  # A, in between
+        return seen
+
+    monkeypatch.setattr(runs, "lock_owner", b_checks_then_a_takes_over)
+    token_b = store._try_lock(lock)
+    assert taken["a"] is not None and token_b is None
+    assert json.loads(lock.read_text())["token"] == taken["a"]  # A's lock is in place
+    assert not list(lock.parent.glob("*.stale-*"))
+
+
+def test_a_short_stale_timeout_renews_the_lock_in_time_and_bad_timeouts_are_one_line(tmp_path, monkeypatch):
+    from kdrepro.config import ConfigError
+
+    assert RunStore(tmp_path, stale_after=10).heartbeat <= 10 / 3
+    assert RunStore(tmp_path).heartbeat == 30.0
+    for bad in ("5m", "nan", "-1", "0"):
+        monkeypatch.setenv("KDREPRO_LOCK_STALE", bad)
+        with pytest.raises(ConfigError, match=r"KDREPRO_LOCK_STALE=.*must be a positive number of seconds"):
+            RunStore(tmp_path)
+    monkeypatch.setenv("KDREPRO_LOCK_STALE", "60")
+    assert RunStore(tmp_path).stale_after == 60.0
+
+
 # ------------------------------------------------------------------------------------------ end to end
 
 

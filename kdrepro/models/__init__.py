@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -27,8 +27,10 @@ __all__ = [
     "ClassifierNet",
     "Features",
     "count_parameters",
+    "check_model_options",
     "create_model",
     "list_models",
+    "model_option_defaults",
     "load_weights",
     "read_state_dict",
 ]
@@ -38,11 +40,16 @@ __all__ = [
 class _Family:
     build: Callable[..., ClassifierNet]
     names: tuple[str, ...]
-    options: tuple[str, ...] = ()
+    #: option -> (default, allowed values)
+    choices: dict[str, tuple[object, tuple]] = field(default_factory=dict)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        return tuple(self.choices)
 
 
 _FAMILIES = (
-    _Family(resnet.build, tuple(resnet.CONFIGS), options=("shortcut",)),
+    _Family(resnet.build, tuple(resnet.CONFIGS), choices={"shortcut": ("conv", resnet.SHORTCUTS)}),
     _Family(wrn.build, tuple(wrn.CONFIGS)),
     _Family(vgg.build, tuple(vgg.CONFIGS)),
     _Family(mobilenetv2.build, tuple(mobilenetv2.CONFIGS)),
@@ -50,6 +57,27 @@ _FAMILIES = (
     _Family(shufflenetv2.build, tuple(shufflenetv2.CONFIGS)),
 )
 _REGISTRY: dict[str, _Family] = {name: family for family in _FAMILIES for name in family.names}
+
+
+def model_option_defaults(name: str) -> dict:
+    """``{option: default}`` of model ``name``'s family (only CIFAR ResNets have one: ``shortcut``)."""
+    return {k: default for k, (default, _) in _REGISTRY[name].choices.items()}
+
+
+def check_model_options(name: str, options: dict) -> dict:
+    """Check ``options`` of model ``name`` before anything is built or trained: ``ValueError`` with one line
+    naming an unknown option (and the accepted ones) or a value that is not allowed."""
+    from ..registry import nearest
+
+    family = _REGISTRY[name]
+    for key, value in options.items():
+        if key not in family.choices:
+            raise ValueError(f"model_options.{key}: model {name!r} takes no option {key!r}; accepted options: "
+                             f"{', '.join(family.choices) or 'none'}{nearest(key, list(family.choices))}")
+        allowed = family.choices[key][1]
+        if value not in allowed:
+            raise ValueError(f"model_options.{key}={value!r}: choose one of {', '.join(map(str, allowed))}")
+    return dict(options)
 
 
 def list_models() -> list[str]:

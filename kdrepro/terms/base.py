@@ -26,6 +26,8 @@ value it is left out of the id, so existing ids stay put.
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -137,4 +139,8 @@ def params_identity(model: BaseModel) -> dict[str, Any]:
     """A parameter model's values for a run id: every field except those at their declared neutral value."""
     neutral = neutral_fields(type(model))
     data = model.model_dump(mode="json")
-    return {k: v for k, v in data.items() if not (k in neutral and v == neutral[k])}
+
+    def same(value, k) -> bool:  # compared as JSON: a tuple default () equals the dumped []
+        return json.dumps(value, sort_keys=True) == json.dumps(neutral[k], sort_keys=True, default=str)
+
+    return {k: v for k, v in data.items() if not (k in neutral and same(v, k))}
