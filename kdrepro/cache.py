@@ -14,6 +14,7 @@ the same view up to float16 rounding (``tests/test_cache.py``).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -36,8 +37,11 @@ def state_dict_hash(model: torch.nn.Module) -> str:
 
 
 def cache_key(teacher: torch.nn.Module, dataset, augment: CropFlip) -> str:
+    """Teacher weights, images and labels, the views (padding, its mode, flips) and the normalisation the
+    teacher sees its inputs through (the same images normalised otherwise give other logits)."""
     aug = f"p{augment.padding}{augment.padding_mode[0]}{'f' if augment.hflip else 'n'}"
-    return f"{state_dict_hash(teacher)}-{dataset.fingerprint()}-{aug}"
+    norm = hashlib.sha256(repr((tuple(map(float, dataset.mean)), tuple(map(float, dataset.std)))).encode())
+    return f"{state_dict_hash(teacher)}-{dataset.fingerprint()}-{aug}-n{norm.hexdigest()[:8]}"
 
 
 class TeacherLogitCache:
@@ -72,10 +76,11 @@ class TeacherLogitCache:
                     if out is None:
                         out = torch.empty((n, v, logits.shape[1]), dtype=torch.float16, device=device)
                     out[start:start + len(x), view] = logits.half()
-                    peak = max(peak, logits.abs().max().item())
+                    largest = logits.abs().max().item()
+                    peak = largest if math.isnan(largest) else max(peak, largest)  # max() would drop a NaN
                     bar.update(len(x))
         bar.close()
-        if not peak <= torch.finfo(torch.float16).max:  # also catches NaN
+        if not peak <= torch.finfo(torch.float16).max:  # also catches NaN (peak stays NaN once seen)
             raise ValueError(
                 f"the teacher's logits do not fit float16 (largest |logit| {peak:.4g}; float16 holds up to 65504): "
                 "the teacher is probably untrained or diverged. Check its accuracy, or train with "

@@ -314,6 +314,8 @@ class Experiment:
         if seeds is not None:
             if isinstance(seeds, int) or not all(isinstance(s, int) for s in seeds) or not len(seeds):
                 raise ProfileError(f"seeds must be None (the profile's) or a non-empty list of ints, got {seeds!r}")
+            if len(set(seeds)) != len(seeds):
+                raise ProfileError(f"seeds {list(seeds)}: each seed once (a repeated seed would count one run twice)")
             self.seeds = self.ablation_seeds = self.budget_seeds = tuple(seeds)
             self.axis_seeds: dict[str, tuple[int, ...]] = {}
             self.method_seeds: dict[str, tuple[int, ...]] = {}

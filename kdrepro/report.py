@@ -14,6 +14,7 @@ PNG and SVG (with fixed SVG ids and no date, so an unchanged figure writes uncha
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from pathlib import Path
@@ -172,7 +173,8 @@ def summarize(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
         if "flags" in group and (group["flags"].fillna("") != "").any():
             row["flagged"] = int((group["flags"].fillna("") != "").sum())
         rows.append(row)
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=None if rows else [*by, "last_mean", "last_std", "best_mean", "best_std",
+                                                          "seeds"])
     if "flagged" in out:
         out["flagged"] = out["flagged"].fillna(0).astype(int)
     return out
@@ -343,7 +345,9 @@ def format_ablations(summary: pd.DataFrame) -> pd.DataFrame:
 @_carries_missing
 def format_budgets(summary: pd.DataFrame) -> pd.DataFrame:
     """Display form of a budget summary (by ``method, variant, epochs``) with each run's iterations
-    relative to KD's at the same budget."""
+    relative to KD's at the same budget; empty for a profile without budgets."""
+    if summary.empty:
+        return pd.DataFrame()
     kd = summary[summary["method"] == "kd"].set_index("epochs")["iterations"]
     out = pd.DataFrame({
         "method": [METHOD_NAMES.get(m, m) for m in summary["method"]], "epochs": summary["epochs"],
@@ -389,10 +393,24 @@ def format_matched(paired: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         **_paired_columns(paired, "a_mean", "b_mean", "first", "second")})
 
 
+def _with_pair(runs: pd.DataFrame, by: list[str]) -> list[str]:
+    """``by`` plus ``teacher, student`` (after ``dataset``) when a group of ``by`` would otherwise mix the
+    runs of different teacher-student pairs (a profile with two pairs per data set)."""
+    pair = [c for c in ("teacher", "student") if c in runs.columns and c not in by]
+    if not pair or runs.empty or not by:
+        return by
+    mixed = (runs.groupby(by, sort=False, dropna=False)[pair].nunique(dropna=False) > 1).any().any()
+    if not mixed:
+        return by
+    at = by.index("dataset") + 1 if "dataset" in by else 0
+    return by[:at] + pair + by[at:]
+
+
 def timing_table(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Mean wall and training seconds and iterations per group (timings vary between machines and
     runs: notebooks show this table in a cell whose output nbval does not compare)."""
-    g = runs.groupby(list(by), sort=False)
+    by = _with_pair(runs, list(by))
+    g = runs.groupby(by, sort=False)
     out = g[["wall_seconds", "train_seconds", "iterations"]].mean().reset_index()
     out["runs"] = g.size().values
     out["seconds / 1k iterations"] = 1000 * out["train_seconds"] / out["iterations"]
@@ -594,6 +612,18 @@ def _span_at_least(ax, axis: str = "y", span: float = MIN_SPAN, lo: float = 0.0,
         set_(a, b)
 
 
+@contextlib.contextmanager
+def _fixed_jitter(seed: int = 0):
+    """seaborn's strip plot jitters with NumPy's global generator: seed it for the plot (and restore it), so
+    that the same runs always give the same figure, byte for byte."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def _seed_points(ax, xs, ys, flags, color, horizontal: bool = False) -> None:
     """Per-seed values at ``(xs, ys)`` as small points (seaborn's strip plot; with ``horizontal`` the rows
     ``ys`` are categories and get a small fixed offset per point); flagged runs as red crosses."""
@@ -605,8 +635,9 @@ def _seed_points(ax, xs, ys, flags, color, horizontal: bool = False) -> None:
         offsets = np.linspace(-0.12, 0.12, len(ok)) if len(ok) > 1 else [0.0]
         ax.plot(ok["pos"], ok["value"] + offsets, "o", ms=3.5, alpha=0.55, color=color, zorder=3)
     elif len(ok):
-        sns.stripplot(data=ok, x="pos", y="value", native_scale=True, jitter=0.02, size=3.5, alpha=0.55,
-                      color=color, ax=ax, legend=False)
+        with _fixed_jitter():
+            sns.stripplot(data=ok, x="pos", y="value", native_scale=True, jitter=0.02, size=3.5, alpha=0.55,
+                          color=color, ax=ax, legend=False)
     bad = frame[frame["flag"]]
     for _, r in bad.iterrows():
         ax.plot(r["pos"], r["value"], "x", color="red", ms=7, mew=2, zorder=5)
@@ -676,7 +707,13 @@ def plot_ablations(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
     orange, KD without curriculum as a dashed line. Each panel spans at least MIN_SPAN points."""
     import matplotlib.pyplot as plt
 
-    axes_names = [a for a in dict.fromkeys(summary["axis"]) if a != "reference"]
+    axes_names = [a for a in dict.fromkeys(summary["axis"]) if a != "reference"] if len(summary) else []
+    if not axes_names:  # a profile without ablations (the key is optional): say so
+        fig, ax = plt.subplots(figsize=(4.0, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no ablation axis in this profile", ha="center", va="center")
+        _incomplete(fig, summary, runs)
+        return fig
     kd = summary[summary["axis"] == "reference"]
     fig, axes = plt.subplots(1, len(axes_names), figsize=(3.4 * len(axes_names), 3.0), squeeze=False)
     for ax, axis in zip(axes[0], axes_names):
@@ -779,13 +816,27 @@ def plot_budgets(summary: pd.DataFrame, runs: pd.DataFrame | None = None, matche
 def paired_long(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str, str]], metric: str = "last_top1",
                 by: str | None = None) -> pd.DataFrame:
     """Per-seed differences for figures: one row per (comparison label, group ``by``, seed) with
-    ``diff = a - b`` of ``metric``, for each ``(label, a, b)`` in ``comparisons`` (methods of ``runs``)."""
+    ``diff = a - b`` of ``metric``, for each ``(label, a, b)`` in ``comparisons`` (methods of ``runs``).
+    Where a group holds several teacher-student pairs (two pairs per data set), each pair is its own group,
+    labelled ``"<group>: <teacher> → <student>"``; a seed twice in one group and method is an error."""
     rows = []
-    groups = runs.groupby(by, sort=False) if by else [(None, runs)]
+    keys = [by] if by else []
+    split = _with_pair(runs, keys) if keys else keys
+    groups = runs.groupby(split, sort=False) if split else [(None, runs)]
     for key, group in groups:
+        if len(split) > len(keys):  # pairs separated: name the pair in the label
+            parts = dict(zip(split, key))
+            key = f"{parts[by]}: {parts['teacher']} → {parts['student']}"
+        elif isinstance(key, tuple):
+            key = key[0]
         for label, a, b in comparisons:
-            ga = group[group["method"] == a].set_index("seed")
-            gb = group[group["method"] == b].set_index("seed")
+            ga = group[group["method"] == a]
+            gb = group[group["method"] == b]
+            for side in (ga, gb):
+                if side["seed"].duplicated().any():
+                    raise ValueError(f"paired_long: seed(s) {sorted(set(side['seed'][side['seed'].duplicated()]))} "
+                                     f"appear twice for one method in group {key!r}; group by more columns")
+            ga, gb = ga.set_index("seed"), gb.set_index("seed")
             for seed in ga.index:
                 if seed in gb.index:
                     rows.append({"comparison": label, "group": key, "seed": seed,
@@ -812,8 +863,9 @@ def plot_paired(long: pd.DataFrame, title: str = "Paired by seed", xlabel: str =
     data = long.assign(group=long["group"].astype(str)) if hue else long
     if not hue and long["group"].notna().any():  # one group (e.g. one budget so far): name it on the axis
         data = long.assign(comparison=long["comparison"] + f" ({long['group'].iloc[0]})")
-    sns.stripplot(data=data, x="comparison", y="diff", hue=hue, dodge=bool(hue), jitter=0.08, size=4, alpha=0.6,
-                  ax=ax, legend=False, palette="deep" if hue else None, color=None if hue else "tab:blue")
+    with _fixed_jitter():
+        sns.stripplot(data=data, x="comparison", y="diff", hue=hue, dodge=bool(hue), jitter=0.08, size=4, alpha=0.6,
+                      ax=ax, legend=False, palette="deep" if hue else None, color=None if hue else "tab:blue")
     sns.pointplot(data=data, x="comparison", y="diff", hue=hue, dodge=0.4 if hue else False, errorbar="sd",
                   capsize=0.1, markers="D", linestyle="none", ax=ax, palette="deep" if hue else None,
                   color=None if hue else "black")

@@ -167,6 +167,10 @@ def test_other_data_or_augmentation_gives_another_key(dataset, augment):
     assert cache_key(teacher, dataset, CropFlip(padding=PADDING, hflip=False)) != key
     assert cache_key(teacher, dataset, CropFlip(padding=2, hflip=True)) != key
     assert cache_key(make_teacher(), dataset, CropFlip(padding=PADDING, hflip=True)) == key
+    # the same images normalised otherwise reach the teacher as other inputs
+    renormalised = ImageDataset("digits-12", dataset.images, dataset.targets, dataset.classes,
+                                tuple(0.0 for _ in dataset.mean), tuple(1.0 for _ in dataset.std))
+    assert cache_key(teacher, renormalised, augment) != key
 
 
 def _garbage(path: Path) -> None:
@@ -206,3 +210,16 @@ def test_logits_beyond_float16_are_refused_with_the_largest_value(dataset, augme
 
     with pytest.raises(ValueError, match=r"do not fit float16 \(largest \|logit\| 2e\+05"):
         TeacherLogitCache.build(Huge(), dataset, augment, CPU)
+
+
+def test_a_teacher_with_nan_logits_is_refused_even_after_finite_batches(dataset, augment):
+    class NaNLater(torch.nn.Module):  # finite logits for the first view, NaN afterwards
+        calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            out = torch.ones(len(x), 3)
+            return out if self.calls == 1 else out * float("nan")
+
+    with pytest.raises(ValueError, match=r"largest \|logit\| nan"):
+        TeacherLogitCache.build(NaNLater(), dataset, augment, CPU)

@@ -306,3 +306,71 @@ def test_health_flags_by_hand():
     assert health_flags(rows, 10) == []
     assert health_flags(rows[:1] + [{"train_loss": 250.0, "test_top1": 14.9}], 10) == ["chance_level", "loss_exploded"]
     assert health_flags(rows[:1] + [{"train_loss": 199.0, "test_top1": 15.1}], 10) == []
+
+
+def _two_pairs() -> pd.DataFrame:
+    """cifar10 with two teacher-student pairs (as the paper profile has), KD and SLKD, seeds 0-1."""
+    rows = []
+    for teacher, offset in (("resnet110", 0.0), ("resnet56", 10.0)):
+        for method, gain in (("kd", 0.0), ("slkd", 1.0)):
+            for seed in (0, 1):
+                rows.append({"dataset": "cifar10", "teacher": teacher, "student": "resnet20", "method": method,
+                             "seed": seed, "last_top1": 60.0 + offset + gain + seed, "wall_seconds": 100.0 + offset,
+                             "train_seconds": 90.0 + offset, "iterations": 1000})
+    return pd.DataFrame(rows)
+
+
+def test_two_pairs_per_data_set_stay_apart_in_paired_figures_and_timings():
+    runs = _two_pairs()
+    long = report.paired_long(runs, [("SLKD − KD", "slkd", "kd")], by="dataset")
+    assert sorted(set(long["group"])) == ["cifar10: resnet110 → resnet20", "cifar10: resnet56 → resnet20"]
+    assert long["diff"].tolist() == [1.0] * 4  # each seed paired within its own pair
+    timing = report.timing_table(runs, ["dataset", "method"])
+    assert list(timing.columns[:4]) == ["dataset", "teacher", "student", "method"] and len(timing) == 4
+    one_pair = runs[runs["teacher"] == "resnet56"]
+    assert "teacher" not in report.timing_table(one_pair, ["dataset", "method"]).columns  # unchanged when not mixed
+    assert set(report.paired_long(one_pair, [("d", "slkd", "kd")], by="dataset")["group"]) == {"cifar10"}
+    with pytest.raises(ValueError, match=r"seed\(s\) \[0\] appear twice"):
+        report.paired_long(pd.concat([one_pair, one_pair.iloc[:1]]), [("d", "slkd", "kd")], by="dataset")
+
+
+def test_profiles_without_budgets_or_ablations_get_empty_tables_and_a_placeholder_figure():
+    empty = report.summarize(pd.DataFrame(columns=["method", "variant", "epochs", "last_top1", "best_top1"]),
+                             ["method", "variant", "epochs"])
+    assert empty.empty and report.format_budgets(empty).empty
+    reference_only = pd.DataFrame([{"axis": "reference", "variant": "kd", "default": False, "last_mean": 60.0,
+                                    "last_std": 0.0, "best_mean": 60.0, "best_std": 0.0, "seeds": 1}])
+    fig = report.plot_ablations(reference_only)
+    assert "no ablation axis" in fig.axes[0].texts[0].get_text()
+
+
+def test_a_repeated_seed_is_refused(tmp_path):
+    with pytest.raises(experiments.ProfileError, match=r"each seed once"):
+        experiments.Experiment("smoke", results_dir=tmp_path, seeds=[0, 0])
+
+
+def test_figures_with_jittered_seed_points_are_the_same_whatever_ran_before(tmp_path):
+    """seaborn jitters strip plots with NumPy's global generator; the figures of the same runs must come out
+    byte for byte the same (make reproduce compares them with the committed ones)."""
+    import numpy as np
+
+    runs = _two_pairs()
+    long = report.paired_long(runs, [("SLKD − KD", "slkd", "kd")], by="dataset")
+    summary = report.summarize(runs.assign(best_top1=runs["last_top1"]), ["dataset", "teacher", "student", "method"])
+
+    def render(draws: int) -> tuple[bytes, ...]:
+        np.random.seed(draws)
+        np.random.uniform(size=draws)  # whatever ran before in the process
+        folder = tmp_path / str(draws)
+        report.save_figure(report.plot_paired(long, "t"), "paired", folder)
+        report.save_figure(report.plot_methods(summary, runs.assign(best_top1=runs["last_top1"])), "methods", folder)
+        return tuple((folder / f).read_bytes() for f in ("paired.svg", "paired.png", "methods.svg", "methods.png"))
+
+    first = render(3)
+    assert render(11) == first
+    # and the caller's generator is left as it was: the same next draw with or without a figure in between
+    np.random.seed(5)
+    render_free = np.random.uniform()
+    np.random.seed(5)
+    report.plot_paired(long, "t")
+    assert np.random.uniform() == render_free
