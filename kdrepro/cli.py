@@ -166,16 +166,25 @@ def cmd_show(args) -> int:
 
 
 def cmd_download(args) -> int:
+    import http.client
+    import socket
     import urllib.error
 
     from .data import CorruptDatasetError, DatasetNotFoundError, load_dataset
 
+    # what a failed transfer raises (torchvision: RuntimeError for a file that fails its checksum); any other
+    # OSError (a file where --root should be a folder, no permission, a full disk) is the file system's and
+    # is reported as such by main()
+    network = (urllib.error.URLError, ConnectionError, TimeoutError, socket.gaierror, http.client.HTTPException,
+               RuntimeError)
     for split in (True, False):
         try:
             ds = load_dataset(args.name, root=args.root, train=split, download=True)
-        except (DatasetNotFoundError, CorruptDatasetError, ValueError):
+        except (DatasetNotFoundError, CorruptDatasetError):
             raise
-        except (urllib.error.URLError, OSError, RuntimeError) as err:
+        except ValueError as err:  # an unknown name, or a data set that needs options (npz: path=...)
+            raise UserError(f"{args.name}: {err}") from None
+        except network as err:
             reason = getattr(err, "reason", None) or err
             raise UserError(f"{args.name}: the download failed ({reason}). Check the internet connection, or put "
                             "the files under --root by hand (README, Data sets)") from None

@@ -150,6 +150,11 @@ CASES = [
     ("results-under-a-file", lambda t, r: ["train", *DIGITS, "--results", str(_write(t / "f2", b"x") / "sub")], 1, r"f2/sub.*(not a folder|is a file)"),
     ("show-empty", lambda t, r: ["show", "", "--results", str(r)], 1, r"no run given"),
     ("show-unknown", lambda t, r: ["show", "nope-", "--results", str(r)], 1, r"no run 'nope-'"),
+    ("download-unknown", lambda t, r: ["download", "foo", "--root", str(t / "data")], 1, r"foo: unknown data set 'foo'"),
+    ("download-needs-options", lambda t, r: ["download", "npz", "--root", str(t / "data")], 1,
+     r"npz: data set 'npz' needs the option path="),
+    ("download-root-is-a-file", lambda t, r: ["download", "cifar10", "--root", str(_write(t / "root.yaml", b"x"))], 1,
+     r"root.yaml: File exists"),
     ("migrate-no-store", lambda t, r: ["migrate", "--results", f"{t}/nothing"], 1, r"no run store at"),
     # ---- profiles
     ("profile-unknown", lambda t, r: ["reproduce", "--profile", "nope", "--dry-run"], 1, r"unknown profile 'nope'"),

@@ -229,3 +229,26 @@ def test_fitnet_hint_errors_name_the_bad_value():
     hint = FitNetHint(3, 4)
     with pytest.raises(ValueError, match="7 channels"):
         hint(torch.randn(1, 7, 2, 2), torch.randn(1, 4, 2, 2))
+
+
+@pytest.mark.parametrize("stem", [True, False])
+def test_the_at_term_uses_the_stem_map_only_when_asked(stem):
+    """``losses.at.stem=false`` is RepDistiller's ``feat[1:-1]``: the stage outputs without the stem's map;
+    ``true`` (kdrepro's first convention, the default) adds the stem's map. Against numpy."""
+    from kdrepro.terms import TermContext, StepInputs
+    from kdrepro.terms.at import ATParams, AttentionTransfer
+
+    g = torch.Generator().manual_seed(2)
+    shapes = [(2, 4, 8, 8), (2, 4, 8, 8), (2, 8, 4, 4), (2, 16, 2, 2)]  # stem, stage 1..3
+    student = [torch.randn(*s, generator=g, dtype=torch.float64) for s in shapes]
+    teacher = [torch.randn(s[0], 2 * s[1], *s[2:], generator=g, dtype=torch.float64) for s in shapes]
+    term = AttentionTransfer(ATParams(weight=1000.0, stem=stem),
+                             TermContext(10, 2, torch.nn.Identity(), None, torch.device("cpu")))
+    z = torch.zeros(2, 10, dtype=torch.float64)
+    got = term(StepInputs(student_logits=z, targets=torch.zeros(2, dtype=torch.long), indices=torch.arange(2),
+                          images=z, epoch=1, curriculum=False, student_features={"stages": student},
+                          teacher_features={"stages": teacher}))["at"].item()
+    used = range(0 if stem else 1, 4)
+    expected = 1000.0 * sum(float(((np_at(student[i].numpy(), 2.0) - np_at(teacher[i].numpy(), 2.0)) ** 2).mean())
+                            for i in used)
+    assert got == pytest.approx(expected, rel=1e-6)  # the term computes the student side in float32

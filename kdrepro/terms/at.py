@@ -1,14 +1,25 @@
-"""Attention transfer (Zagoruyko & Komodakis, ICLR 2017) on every stage's spatial attention map."""
+"""Attention transfer (Zagoruyko & Komodakis, ICLR 2017) on the stages' spatial attention maps.
+
+Which maps: the network's feature list ``stages`` is ``[stem output, stage 1, ..., stage k]``. RepDistiller
+(``train_student.py``: ``g_s = feat_s[1:-1]``, its last entry being the pooled feature) and mdistiller use
+the stage outputs only, without the stem; kdrepro before this option used the stem map too. ``stem``
+keeps that (``true``, the default, so the committed runs keep their ids and meaning); ``stem: false``
+is RepDistiller's convention, which the ``paper`` profile uses to compare with published AT numbers.
+"""
 from __future__ import annotations
 
+from pydantic import Field
+
 from .. import losses
-from ..values import NonNegativeFloat, PositiveFloat
+from ..values import Bool, NonNegativeFloat, PositiveFloat
 from .base import LossTerm, StepInputs, TermParams, register_term
 
 
 class ATParams(TermParams):
     weight: NonNegativeFloat = 1000.0       # RepDistiller's scripts/run_cifar_distill.sh: --distill attention -b 1000
     p: PositiveFloat = 2.0
+    # include the stem's map (kdrepro's first convention); false: stage outputs only, as RepDistiller
+    stem: Bool = Field(True, json_schema_extra={"neutral": True})
 
 
 @register_term
@@ -21,5 +32,7 @@ class AttentionTransfer(LossTerm):
     needs = frozenset({"student_features", "teacher_features"})
 
     def forward(self, step: StepInputs):
-        return {"at": self.params.weight * losses.attention_transfer(
-            [f.float() for f in step.student_features["stages"]], step.teacher_features["stages"], p=self.params.p)}
+        first = 0 if self.params.stem else 1
+        student, teacher = step.student_features["stages"][first:], step.teacher_features["stages"][first:]
+        return {"at": self.params.weight * losses.attention_transfer([f.float() for f in student], teacher,
+                                                                     p=self.params.p)}
