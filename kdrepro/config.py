@@ -563,11 +563,10 @@ def _needs_teacher(losses: dict, curriculum: dict | None) -> bool:
 def _non_default(options: dict, defaults: dict, drop: frozenset = frozenset()) -> dict:
     """``options`` without the ones at their default (or in ``drop``), sorted: an option spelled out at its
     default computes the same run as the option left out, so both get one id."""
-    def same(a, b) -> bool:
-        return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    from .terms.base import same_as_json
 
     return {k: v for k, v in sorted(options.items())
-            if k not in drop and not (k in defaults and same(v, defaults[k]))}
+            if k not in drop and not (k in defaults and same_as_json(v, defaults[k]))}
 
 
 def _data_fingerprint(cfg: RunConfig) -> str:

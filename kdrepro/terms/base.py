@@ -140,7 +140,9 @@ def params_identity(model: BaseModel) -> dict[str, Any]:
     neutral = neutral_fields(type(model))
     data = model.model_dump(mode="json")
 
-    def same(value, k) -> bool:  # compared as JSON: a tuple default () equals the dumped []
-        return json.dumps(value, sort_keys=True) == json.dumps(neutral[k], sort_keys=True, default=str)
+    return {k: v for k, v in data.items() if not (k in neutral and same_as_json(v, neutral[k]))}
 
-    return {k: v for k, v in data.items() if not (k in neutral and same(v, k))}
+
+def same_as_json(a: Any, b: Any) -> bool:
+    """Equal as stored: compared as JSON, so that a tuple default ``()`` equals the dumped ``[]``."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
