@@ -10,10 +10,16 @@ seeds) reuses the same file.
 The key is the hash of the teacher's weights, the data set's fingerprint and the augmentation, so a
 retrained teacher or another data set never hits a stale cache. Lookups equal a live teacher forward on
 the same view up to float16 rounding (``tests/test_cache.py``).
+
+Runs that read one teacher run's cache form a *cache group* (:func:`cache_group`). The first run of a group
+to load or build the file writes ``<cache>/groups/<group>.json`` naming it, so a scheduler can start the
+group's other runs as soon as the file exists rather than when the run that built it finishes
+(:mod:`kdrepro.executors`).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from pathlib import Path
@@ -22,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .augment import CropFlip
-from .rundir import atomic_save
+from .rundir import RunFileError, atomic_save, read_json, write_json
 
 
 def state_dict_hash(model: torch.nn.Module) -> str:
@@ -44,12 +50,47 @@ def cache_key(teacher: torch.nn.Module, dataset, augment: CropFlip) -> str:
     return f"{state_dict_hash(teacher)}-{dataset.fingerprint()}-{aug}-n{norm.hexdigest()[:8]}"
 
 
+def cache_group(cfg) -> str:
+    """The group of a run that reads a teacher run's logit cache: runs with the same teacher run, data set,
+    data-set options and augmentation read the same file (``cfg``: a :class:`kdrepro.config.RunConfig` with
+    a teacher run)."""
+    group = [cfg.teacher_config().run_id, cfg.dataset, cfg.dataset_options, cfg.augment, cfg.crop_padding,
+             cfg.hflip]
+    return hashlib.sha256(json.dumps(group, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def group_marker(cache_dir: str | os.PathLike, cfg) -> Path:
+    """``<cache>/groups/<group>.json``: written once the group's cache file exists (:func:`mark_ready`)."""
+    return Path(cache_dir) / "groups" / f"{cache_group(cfg)}.json"
+
+
+def mark_ready(marker: Path, cache_path: Path) -> None:
+    """Record that ``cache_path`` (a file of the same cache folder) holds the group's logits. Only a hint for
+    scheduling, so a marker that cannot be written is left out rather than stopping the run."""
+    try:
+        write_json(marker, {"file": Path(cache_path).name})
+    except RunFileError:
+        pass
+
+
+def cache_ready(marker: Path) -> bool:
+    """Whether ``marker`` exists and the cache file it names is there. Only a hint for scheduling: a run
+    still computes its cache key from the teacher's weights, and a marker left by an earlier teacher with the
+    same run id only makes the group's runs start together, each finding or building its own file."""
+    try:
+        name = read_json(marker)["file"]
+    except (RunFileError, OSError, KeyError, TypeError):
+        return False
+    return isinstance(name, str) and "/" not in name and (Path(marker).parent.parent / name).is_file()
+
+
 class TeacherLogitCache:
     """Teacher logits for every (image, view): a float16 tensor ``[N, V, C]`` on the training device."""
 
-    def __init__(self, logits: torch.Tensor, augment: CropFlip):
+    def __init__(self, logits: torch.Tensor, augment: CropFlip, path: Path | None = None):
         self.logits = logits
         self.augment = augment
+        self.path = path  # the file it was loaded from or saved to
 
     def lookup(self, indices: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
         """Float32 teacher logits for images ``indices`` seen through ``views``."""
@@ -96,11 +137,12 @@ class TeacherLogitCache:
             try:
                 logits = torch.load(path, map_location=device, weights_only=True)
                 if logits.shape[:2] == (len(dataset), augment.num_views):
-                    return cls(logits, augment), True
+                    return cls(logits, augment, path), True
             except Exception:  # a corrupt cache is rebuilt, never trusted
                 pass
         cache = cls.build(teacher, dataset, augment, device, progress=progress, channels_last=channels_last)
         atomic_save(cache.logits.cpu(), path)
+        cache.path = path
         return cache, False
 
 

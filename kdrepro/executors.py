@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .cache import cache_group, cache_ready, group_marker
 from .config import RunConfig
 from .rundir import RunFileError, read_json, write_json
 from .runs import WAIT, RunStore, _pid_alive, lock_owner
@@ -101,12 +102,6 @@ def uses_logit_cache(cfg: RunConfig) -> bool:
     return cfg.has_teacher_run and cfg.reads_logit_cache
 
 
-def _cache_group(cfg: RunConfig) -> tuple:
-    """Runs with equal groups share one cache file (same teacher, data and augmentation)."""
-    return (cfg.teacher_config().run_id, cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True),
-            cfg.augment, cfg.crop_padding, cfg.hflip)
-
-
 @dataclass(eq=False)
 class PlannedRun:
     """One unfinished run of a plan: its config, the run ids it waits for, whether it builds a logit cache;
@@ -122,6 +117,10 @@ class PlannedRun:
     #: ``cfg.run_id``, computed once: a run id resolves the config, and a feature-loss run's check builds its
     #: teacher's network (tens of milliseconds), which the scheduler would otherwise pay at every poll
     run_id: str = ""
+    #: the run that builds the logit cache this run reads, while the file is not there yet; and the marker
+    #: file (:func:`kdrepro.cache.group_marker`) whose appearance lets this run start before that run ends
+    cache_builder: str | None = None
+    cache_marker: Path | None = None
 
     def __post_init__(self):
         if not self.run_id:
@@ -136,7 +135,8 @@ class PlannedRun:
 
 def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
     """The unfinished runs of ``configs`` with the run ids each must wait for, in start order: teachers and
-    the runs that build a logit cache first, then the longest runs first (so that no long run is left
+    the runs that build a logit cache first (a cache group whose file exists already has no builder; the local
+    executor also starts a group's runs as soon as its builder has written the file, :func:`cache_built`), then the longest runs first (so that no long run is left
     to finish alone at the end), and among runs of equal length the lower seeds first, in ``configs``
     order within a seed (so that a training stopped part way leaves whole paired comparisons, KD and
     SLKD of seed 0, rather than every seed of KD and no SLKD)."""
@@ -153,15 +153,31 @@ def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
             teacher_id = cfg.teacher_config().run_id
             if teacher_id in pending:
                 needs.add(teacher_id)
+        builder, marker = None, None
         if uses_logit_cache(cfg):
-            group = _cache_group(cfg)
-            if group in builders:
-                needs.add(builders[group])
+            marker = group_marker(store.cache_dir, cfg)
+            group = cache_group(cfg)
+            if cache_ready(marker):
+                pass  # the file is there: nothing to wait for
+            elif group in builders:
+                builder = builders[group]
+                needs.add(builder)
             else:
                 builders[group], builds = run_id, True
-        jobs.append(PlannedRun(cfg, needs, builds_cache=builds, run_id=run_id))
+        jobs.append(PlannedRun(cfg, needs, builds_cache=builds, run_id=run_id, cache_builder=builder,
+                               cache_marker=marker))
     teachers = {j.cfg.teacher_config().run_id for j in jobs if j.cfg.has_teacher_run}
     return sorted(jobs, key=lambda j: (j.run_id not in teachers, not j.builds_cache, -j.cost, j.cfg.seed))
+
+
+def cache_built(job: PlannedRun) -> bool:
+    """Drop ``job``'s wait for the run building its logit cache once the file is there (the builder writes
+    its group marker when the cache is saved, minutes into a run of hours); True when it did."""
+    if job.cache_builder in job.needs and job.cache_marker is not None and cache_ready(job.cache_marker):
+        job.needs.discard(job.cache_builder)
+        job.cache_builder = None
+        return True
+    return False
 
 
 def _levels(plan: list[PlannedRun]) -> dict[str, int]:
@@ -735,6 +751,9 @@ class LocalExecutor(Executor):
                             self._record(sub, job, outcome="failed", note=f"exit {job.worker.poll()}; see {job.log}")
                             log(f"[{len(done) + len(failed)}/{total}] {run_id} FAILED (exit {job.worker.poll()}); "
                                 f"see {job.log}")
+                    for job in waiting:  # a group's cache file is there: its runs need not wait for its builder
+                        if cache_built(job):
+                            self._record(sub, job, needs=sorted(job.needs))
                     for job in list(waiting):  # dependants of failed runs cannot run
                         lost = job.needs & set(failed)
                         if lost:

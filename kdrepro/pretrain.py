@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import RunConfig
-from .executors import (LocalExecutor, PlannedRun, PretrainError, _cache_group, _terminate_as_interrupt,  # noqa: F401
+from .executors import (LocalExecutor, PlannedRun, PretrainError, _terminate_as_interrupt,  # noqa: F401
                         launch, plan_jobs, uses_logit_cache)
 
 #: the planned run of a worker (the name of kdrepro 0.1)

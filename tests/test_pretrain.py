@@ -13,6 +13,8 @@ import yaml
 
 import kdrepro  # noqa: F401  (the torchvision guard)
 from kdrepro import experiments, report
+from kdrepro.cache import cache_group, cache_ready, group_marker, mark_ready
+from kdrepro.executors import cache_built
 from kdrepro.experiments import Experiment, ProfileError
 from kdrepro.pretrain import PretrainError, plan_jobs, pretrain, uses_logit_cache
 from kdrepro.runs import RunLockedError, RunStore
@@ -128,6 +130,39 @@ def test_plan_jobs_starts_equal_length_runs_seed_by_seed(tmp_path):
     assert [(c.method, c.seed) for c in order[1:]] == expected
 
 
+def test_a_cache_group_whose_file_exists_waits_for_no_builder(tmp_path):
+    """Runs reading one teacher's logit cache wait for the run that builds it only while the file is not
+    there: not at all when a marker names an existing file, and no longer once the builder has written it."""
+    exp = Experiment(_profile(tmp_path), results_dir=tmp_path)
+    pair, ds = exp.profile.pairs[0], exp.profile.datasets[0]
+    kd = [exp.student_config(ds, pair, "kd", s) for s in (0, 1)]
+    slkd = exp.student_config(ds, pair, "slkd", 0)
+    teacher = kd[0].teacher_config()
+    other_data = exp.student_config(ds, pair, "kd", 0, hflip=not kd[0].hflip)  # other views: another file
+    assert cache_group(other_data) != cache_group(kd[0]) and cache_group(slkd) == cache_group(kd[0])
+
+    jobs = {j.run_id: j for j in plan_jobs([teacher, *kd, slkd], exp.store)}
+    assert jobs[kd[0].run_id].builds_cache and jobs[kd[1].run_id].cache_builder == kd[0].run_id
+    waiting = jobs[slkd.run_id]
+    assert not cache_built(waiting) and waiting.needs == {teacher.run_id, kd[0].run_id}
+
+    marker = group_marker(exp.store.cache_dir, kd[0])
+    mark_ready(marker, exp.store.cache_dir / "teacher-logits-x.pt")  # a marker naming a file not (yet) there
+    assert not cache_ready(marker) and not cache_built(waiting)
+    assert jobs[kd[0].run_id].builds_cache == plan_jobs([teacher, *kd], exp.store)[1].builds_cache is True
+
+    (exp.store.cache_dir / "teacher-logits-x.pt").write_bytes(b"logits")
+    assert cache_built(waiting) and waiting.needs == {teacher.run_id}  # the builder need not finish first
+    assert not cache_built(waiting)  # done once
+    again = {j.run_id: j for j in plan_jobs([teacher, *kd, slkd, other_data], exp.store)}
+    assert not any(j.builds_cache for j in again.values() if j.run_id != other_data.run_id)
+    assert again[kd[1].run_id].needs == again[slkd.run_id].needs == {teacher.run_id}
+    assert again[other_data.run_id].builds_cache  # another group: another file
+    for bad in ("{", '{"file": "../x.pt"}', '{"file": 3}', "[]"):
+        marker.write_text(bad)
+        assert not cache_ready(marker), bad
+
+
 # -------------------------------------------------------------------------------------------------- locks
 
 
@@ -207,6 +242,9 @@ def test_pretrain_with_two_workers_equals_training_one_run_at_a_time(tmp_path):
     assert len(list((tmp_path / "parallel" / "cache").glob("teacher-logits-*.pt"))) == 1
     builds = [c.run_id for c in configs if "logit cache built" in (tmp_path / "logs" / f"{c.run_id}.log").read_text()]
     assert builds == [configs[1].run_id]  # one builder; the other cached runs hit its file
+    cache_file, = (tmp_path / "parallel" / "cache").glob("teacher-logits-*.pt")
+    marker = group_marker(tmp_path / "parallel" / "cache", configs[1])
+    assert json.loads(marker.read_text()) == {"file": cache_file.name}  # the builder said where the file is
     assert not list((tmp_path / "parallel" / "runs").glob("*.lock"))
     assert pretrain(configs, tmp_path / "parallel", jobs=2, log=lines.append) == []  # all in the store
 
