@@ -114,7 +114,12 @@ def cmd_train(args) -> int:
     if args.dry_run:
         print(json.dumps({"run_id": cfg.run_id, "status": before, "config": cfg.to_dict()}, indent=2))
         return 0
-    result = store.run(cfg, wait=args.wait, log=lambda m: print(m, file=sys.stderr))
+    from .executors import _terminate_as_interrupt
+
+    # SIGTERM or SIGHUP (`kill`, a scheduler's worker being stopped) stops the run as Ctrl-C does: its lock is
+    # released and the run resumes from its last finished epoch
+    with _terminate_as_interrupt():
+        result = store.run(cfg, wait=args.wait, log=lambda m: print(m, file=sys.stderr))
     s = result.summary
     verb = "found finished" if before == "finished" else ("resumed and finished" if before == "partial" else "trained")
     print(f"{verb} {result.run_id} in {result.run_dir}")

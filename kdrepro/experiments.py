@@ -556,15 +556,17 @@ class Experiment:
         """Run every planned run of ``study`` (finished runs are read back) and return the tidy table. With
         ``train=False`` unfinished runs are left out and named in ``table.attrs["missing"]``, which the
         report's tables and figures carry on and print ("incomplete: ... missing")."""
-        rows, missing = [], []
+        rows, lacking = [], {}  # run id -> (method and seed, variants): a run in two rows is one missing run
         for planned in self.plan(study):
             if not self.train and self.store.status(planned.config) != "finished":
                 lab = planned.labels
-                missing.append(f"{lab['method']} seed {lab['seed']}"
-                               + (f" ({lab['variant']})" if lab.get("variant") else "")
-                               + f" [{planned.config.run_id}]")
+                who, variants = lacking.setdefault(planned.config.run_id, (f"{lab['method']} seed {lab['seed']}", []))
+                if lab.get("variant") and lab["variant"] not in variants:
+                    variants.append(lab["variant"])
                 continue
             rows.append(run_row(self.run(planned.config), planned.labels))
+        missing = [who + (f" ({', '.join(variants)})" if variants else "") + f" [{run_id}]"
+                   for run_id, (who, variants) in lacking.items()]
         if not rows and missing:
             raise MissingRunsError(f"study {study!r} of profile {self.profile.name!r} has none of its {len(missing)} "
                                    "runs in the store yet (train=False)")

@@ -445,3 +445,29 @@ def test_a_migration_interrupted_anywhere_finishes_when_run_again(crash_at, tmp_
     assert [(r["old"], r["new"]) for r in rows] == [(src.name, new_id)]
     assert RunStore(root).resolve(src.name) == folder
     assert [m.action for m in migrate.migrate_store(root, log=lambda line: None)] == ["current"]
+
+
+def test_a_killed_train_command_releases_its_lock_and_resumes(tmp_path):
+    """``kill`` (SIGTERM) stops ``kdrepro train`` as Ctrl-C does: exit 130, no lock left behind, the run
+    partial, and the same command then resumes it and finishes."""
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "kdrepro", "train", *DIGITS[:4], *S("epochs=40", "num_threads=1",
+            "progress=false"), "--results", str(tmp_path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for its first checkpoint
+        if list(runs.glob("*/checkpoints/latest.pt")) and list(runs.glob("*.lock")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and not list(runs.glob("*.lock")), err
+    run_dir, = [d for d in runs.iterdir() if d.is_dir()]
+    assert not (run_dir / "summary.json").exists()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "resumed and finished" in done.stdout, done.stderr

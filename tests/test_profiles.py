@@ -194,7 +194,15 @@ def test_cpu300_plans_the_issue_11_grid():
     order = [p for p in exp.plan("ablations") if p.labels.get("axis") == "order"]
     assert sorted((p.labels["variant"], p.labels["seed"]) for p in order) == \
         sorted((v, s) for v in ("easy_first", "hard_first", "random") for s in (0, 1, 2))
-    assert len(exp.all_configs()) == 55
+    mse = {(p.labels["variant"], p.labels["seed"]): p.config for p in exp.plan("ablations")
+           if p.labels.get("axis") == "mse"}
+    assert sorted(mse) == sorted((v, s) for v in ("on", "off") for s in (0, 1, 2))
+    for s in (0, 1, 2):  # "on" is the main SLKD run of that seed; "off" is the same run without the MSE term
+        assert mse["on", s].run_id == next(p.config.run_id for p in main if p.labels["method"] == "slkd"
+                                           and p.labels["seed"] == s)
+        off = mse["off", s].to_dict()
+        assert off["losses"]["mse"]["weight"] == 0.0 and mse["on", s].to_dict()["losses"]["mse"]["weight"] == 0.05
+    assert len(exp.all_configs()) == 58
 
 
 def test_matched_steps_must_match_slkds_steps(tmp_path):
