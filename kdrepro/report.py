@@ -58,7 +58,7 @@ class _MethodNames:
     FitNets, ``dkd`` -> DKD), else the label itself. Nothing here names a particular loss term."""
 
     ROLES = {"teacher": "teacher", "vanilla": "vanilla student", "kd": "KD", "slkd": "SLKD",
-             "kd_matched": "KD (SLKD's steps)"}
+             "kd_matched": "KD (SLKD's steps)", "slkd_no_mse": "SLKD without MSE"}
 
     def get(self, label: str, default: str | None = None) -> str:
         if label in self.ROLES:
@@ -234,12 +234,51 @@ def paired_by_budget(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str]] 
 @_carries_missing
 def format_paired_by_budget(paired: pd.DataFrame) -> pd.DataFrame:
     """Display form of :func:`paired_by_budget`: "first" is method ``a`` of each row, "second" method ``b``."""
+    return format_paired_comparisons(paired, keys=("epochs",))
+
+
+@_carries_missing
+def format_paired_comparisons(paired: pd.DataFrame, keys: Sequence[str] = ()) -> pd.DataFrame:
+    """Display form of a table of paired comparisons with columns ``a``, ``b``, ``a_mean``, ``b_mean`` (and
+    ``keys`` first): "first" is method ``a`` of each row, "second" method ``b``."""
     if paired.empty:
         return pd.DataFrame()
     return pd.DataFrame({
-        "epochs": paired["epochs"],
+        **{k: paired[k] for k in keys},
         "comparison": [f"{METHOD_NAMES.get(a, a)} − {METHOD_NAMES.get(b, b)}" for a, b in zip(paired["a"], paired["b"])],
         **_paired_columns(paired, "a_mean", "b_mean", "first", "second")})
+
+
+#: SLKD's gain over KD in two parts (:func:`mse_decomposition`): (label, method a, method b) of ``a - b``
+MSE_COMPARISONS = (("SLKD without MSE − KD", "slkd_no_mse", "kd"), ("SLKD − SLKD without MSE", "slkd", "slkd_no_mse"),
+                   ("SLKD − KD", "slkd", "kd"))
+
+
+def mse_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The ablation study's runs that :func:`mse_decomposition` compares, ``method`` relabelled: ``kd`` (the
+    no-curriculum reference), ``slkd`` (the ``mse`` axis' ``on``: the authors' setting) and ``slkd_no_mse``
+    (``off``)."""
+    axis = runs["axis"] if "axis" in runs else pd.Series("", index=runs.index, dtype=object)
+    variant = runs["variant"] if "variant" in runs else pd.Series("", index=runs.index, dtype=object)
+    return pd.concat([runs[axis == "reference"].assign(method="kd"),
+                      runs[(axis == "mse") & (variant == "on")].assign(method="slkd"),
+                      runs[(axis == "mse") & (variant == "off")].assign(method="slkd_no_mse")], ignore_index=True)
+
+
+@_carries_missing
+def mse_decomposition(runs: pd.DataFrame, metric: str = "last_top1") -> pd.DataFrame:
+    """SLKD's gain over KD split in two, paired by seed, from the ablation study: SLKD differs from KD by its
+    curriculum (which also takes fewer steps) and by the 0.05·MSE on logits of its curriculum phases (the
+    authors' code). SLKD without MSE minus KD is the curriculum alone, SLKD minus SLKD without MSE the term,
+    SLKD minus KD both (:data:`MSE_COMPARISONS`). One row per comparison with a seed that has both runs, as
+    :func:`paired_difference` computes it."""
+    frame = mse_runs(runs)
+    frames = []
+    for _, a, b in MSE_COMPARISONS:
+        p = paired_difference(frame, a, b, metric=metric)
+        if not p.empty:
+            frames.append(p.rename(columns={f"{a}_mean": "a_mean", f"{b}_mean": "b_mean"}).assign(a=a, b=b))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 @_carries_missing

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not (TABLES / "01_teachers_and_students.csv").ex
 # which study each table is computed from (the notebooks' exp.<study>() calls)
 STUDY_OF_TABLE = {"01_teachers_and_students": "baselines", "02_kd_baselines": "kd_baselines",
                   "03_main_table": "main", "03_slkd_minus_kd": "main", "04_ablations": "ablations",
-                  "04_order_paired": "ablations", "05_budgets": "budgets", "05_budget_paired": "budgets",
+                  "04_order_paired": "ablations", "04_mse_paired": "ablations", "05_budgets": "budgets", "05_budget_paired": "budgets",
                   "05_matched_steps": "matched"}
 
 
@@ -148,6 +148,25 @@ def test_ordering_ablation_is_paired_by_seed_from_the_committed_runs():
     assert set(rows) == {v for v in ("hard_first", "random") if set(by_order[v]) & set(by_order["easy_first"])}
     for variant, row in rows.items():
         _check_paired(row, by_order[variant], by_order["easy_first"], variant)
+
+
+def test_mse_split_is_paired_by_seed_from_the_committed_runs():
+    """04_mse_paired: SLKD without its MSE term against KD and against SLKD, recomputed from the runs."""
+    rows = _csv("04_mse_paired")
+    if rows is None:
+        pytest.skip("notebook 04 skipped: no ablation run finished yet")
+    runs = _runs()
+    picks = {"kd": _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 300),
+             "slkd": _by_seed(runs, lambda c: _slkd(c) and c["epochs"] == 300),
+             "slkd_no_mse": _by_seed(runs, lambda c: c["epochs"] == 300 and c["method"] == "slkd" and _w(c, "mse") == 0
+                                     and (_cur(c, "score"), _cur(c, "order"), _cur(c, "pacing")) ==
+                                     ("max_logit", "easy_first", "authors"))}
+    rows = {(r["a"], r["b"]): r for r in rows}
+    expected = [(a, b) for a, b in (("slkd_no_mse", "kd"), ("slkd", "slkd_no_mse"), ("slkd", "kd"))
+                if set(picks[a]) & set(picks[b])]
+    assert sorted(rows) == sorted(expected)
+    for a, b in expected:
+        _check_paired(rows[a, b], picks[a], picks[b], f"{a} - {b}")
 
 
 def test_budget_curve_is_paired_by_seed_from_the_committed_runs():

@@ -61,6 +61,34 @@ def test_paired_difference_by_hand():
     assert paired["iterations_ratio"] == pytest.approx(0.75)
 
 
+def test_mse_decomposition_splits_slkds_gain_by_hand():
+    """KD (the reference), SLKD (mse on) and SLKD without MSE (off): three paired comparisons, by hand; a seed
+    missing from one side is left out of that comparison only, and other axes' rows are ignored."""
+    def row(axis, variant, seed, top1, iterations):
+        return {"dataset": "d", "teacher": "t", "student": "s", "axis": axis, "variant": variant, "seed": seed,
+                "method": "kd" if axis == "reference" else "slkd", "last_top1": top1, "iterations": iterations}
+
+    runs = pd.DataFrame([row("reference", "kd (no curriculum)", 0, 70.0, 100), row("reference", "kd (no curriculum)", 1, 72.0, 100),
+                         row("mse", "on", 0, 74.0, 75), row("mse", "on", 1, 73.0, 75),
+                         row("mse", "off", 0, 71.0, 75), row("mse", "off", 1, 75.0, 75), row("mse", "off", 2, 80.0, 75),
+                         row("order", "random", 0, 10.0, 75)])
+    got = report.mse_decomposition(runs).set_index(["a", "b"])
+    # off - kd: 1, 3; on - off: 3, -2; on - kd: 4, 1 (seed 2 has no KD and no "on" run)
+    expected = {("slkd_no_mse", "kd"): (2.0, math.sqrt(2), 2, 0.75), ("slkd", "slkd_no_mse"): (0.5, math.sqrt(12.5), 1, 1.0),
+                ("slkd", "kd"): (2.5, math.sqrt(4.5), 2, 0.75)}
+    assert list(got.index) == list(expected)
+    for key, (mean, std, wins, ratio) in expected.items():
+        r = got.loc[key]
+        assert (r["diff_mean"], r["diff_std"], r["wins"], r["seeds"]) == (pytest.approx(mean), pytest.approx(std), wins, 2)
+        assert r["iterations_ratio"] == pytest.approx(ratio)
+    table = report.format_paired_comparisons(report.mse_decomposition(runs))
+    assert list(table["comparison"]) == ["SLKD without MSE − KD", "SLKD − SLKD without MSE", "SLKD − KD"]
+    assert list(table["first − second (paired)"]) == ["2.00 ± 1.41", "0.50 ± 3.54", "2.50 ± 2.12"]
+    assert report.mse_decomposition(runs[runs["axis"] != "mse"]).empty  # no MSE axis: nothing to split
+    long = report.paired_long(report.mse_runs(runs), report.MSE_COMPARISONS)
+    assert sorted(long[long["comparison"] == "SLKD − KD"]["diff"]) == [1.0, 4.0]
+
+
 def test_paired_by_budget_pairs_within_each_budget_by_hand():
     rows = [("d", "t", "s", "slkd", 0, 70.0, 70.0, 20, 75), ("d", "t", "s", "slkd", 1, 68.0, 68.0, 20, 75),
             ("d", "t", "s", "kd", 0, 71.0, 71.0, 20, 100), ("d", "t", "s", "kd", 1, 67.0, 67.0, 20, 100),
