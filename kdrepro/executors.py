@@ -1001,8 +1001,13 @@ def describe_plan(configs: list[RunConfig], store: RunStore, executor: Executor 
 @contextlib.contextmanager
 def _terminate_as_interrupt():
     """Turn SIGTERM/SIGHUP into KeyboardInterrupt while the workers run, so that ``kill`` stops them too
-    (a background job in a non-interactive shell ignores SIGINT)."""
+    (a background job in a non-interactive shell ignores SIGINT). Only the first signal interrupts: later
+    ones (``kill`` of a process group reaches a worker, and then its scheduler stops it again) are ignored
+    until the block ends, so that the cleanup they would cut short (releasing a run's lock, stopping the
+    workers) finishes."""
     def handler(signum, _frame):
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = {}

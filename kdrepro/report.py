@@ -58,7 +58,7 @@ class _MethodNames:
     FitNets, ``dkd`` -> DKD), else the label itself. Nothing here names a particular loss term."""
 
     ROLES = {"teacher": "teacher", "vanilla": "vanilla student", "kd": "KD", "slkd": "SLKD",
-             "kd_matched": "KD (SLKD's steps)", "slkd_no_mse": "SLKD without MSE"}
+             "kd_matched": "KD (SLKD's steps)", "slkd_no_mse": "SLKD without MSE", "kd_mse": "KD with MSE"}
 
     def get(self, label: str, default: str | None = None) -> str:
         if label in self.ROLES:
@@ -250,27 +250,31 @@ def format_paired_comparisons(paired: pd.DataFrame, keys: Sequence[str] = ()) ->
 
 
 #: SLKD's gain over KD in two parts (:func:`mse_decomposition`): (label, method a, method b) of ``a - b``
-MSE_COMPARISONS = (("SLKD without MSE − KD", "slkd_no_mse", "kd"), ("SLKD − SLKD without MSE", "slkd", "slkd_no_mse"),
+MSE_COMPARISONS = (("SLKD without MSE − KD", "slkd_no_mse", "kd"), ("KD with MSE − KD", "kd_mse", "kd"),
+                   ("SLKD − KD with MSE", "slkd", "kd_mse"), ("SLKD − SLKD without MSE", "slkd", "slkd_no_mse"),
                    ("SLKD − KD", "slkd", "kd"))
 
 
 def mse_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """The ablation study's runs that :func:`mse_decomposition` compares, ``method`` relabelled: ``kd`` (the
-    no-curriculum reference), ``slkd`` (the ``mse`` axis' ``on``: the authors' setting) and ``slkd_no_mse``
-    (``off``)."""
+    no-curriculum reference), ``slkd`` (the ``mse`` axis' ``on``: the authors' setting), ``slkd_no_mse``
+    (``off``) and ``kd_mse`` (the ``pacing`` axis' ``full``: every image in every phase, so KD plus the MSE
+    term after the warm-up, :func:`kdrepro.sequencer.full_pacing`)."""
     axis = runs["axis"] if "axis" in runs else pd.Series("", index=runs.index, dtype=object)
     variant = runs["variant"] if "variant" in runs else pd.Series("", index=runs.index, dtype=object)
     return pd.concat([runs[axis == "reference"].assign(method="kd"),
                       runs[(axis == "mse") & (variant == "on")].assign(method="slkd"),
-                      runs[(axis == "mse") & (variant == "off")].assign(method="slkd_no_mse")], ignore_index=True)
+                      runs[(axis == "mse") & (variant == "off")].assign(method="slkd_no_mse"),
+                      runs[(axis == "pacing") & (variant == "full")].assign(method="kd_mse")], ignore_index=True)
 
 
 @_carries_missing
 def mse_decomposition(runs: pd.DataFrame, metric: str = "last_top1") -> pd.DataFrame:
     """SLKD's gain over KD split in two, paired by seed, from the ablation study: SLKD differs from KD by its
     curriculum (which also takes fewer steps) and by the 0.05·MSE on logits of its curriculum phases (the
-    authors' code). SLKD without MSE minus KD is the curriculum alone, SLKD minus SLKD without MSE the term,
-    SLKD minus KD both (:data:`MSE_COMPARISONS`). One row per comparison with a seed that has both runs, as
+    authors' code). SLKD without MSE minus KD is the curriculum alone, KD with MSE minus KD the term alone,
+    SLKD minus KD with MSE the curriculum given the term, SLKD minus SLKD without MSE the term given the
+    curriculum, SLKD minus KD both (:data:`MSE_COMPARISONS`). One row per comparison with a seed that has both runs, as
     :func:`paired_difference` computes it."""
     frame = mse_runs(runs)
     frames = []

@@ -493,6 +493,16 @@ for _name in ("linear", "root", "step"):
 register_pacing("none", PacingParams)(lambda epochs, p: make_schedule(epochs, "none"))
 
 
+@register_pacing("full", PacingParams)
+def full_pacing(epochs: int, params: PacingParams) -> list[Phase]:
+    """A control, not the authors' setting: the authors' warm-up (plain KD on all data for 40/300 of the
+    budget), then one curriculum phase on 100 % of every class to the end. The curriculum-only loss terms
+    (the logit MSE) switch on after the warm-up exactly as in SLKD, but no image is ever left out, so the run
+    is KD plus SLKD's MSE term without the curriculum, with KD's optimizer steps."""
+    warm = _authors_epoch(AUTHORS_WARMUP_END, epochs)
+    return make_schedule(epochs, "custom", phase_ends=[epochs], fractions=[1.0], warmup=warm)
+
+
 def pacing_params(pacing: str, options: dict | None = None) -> BaseModel:
     """The typed options of ``pacing`` (pydantic ``ValidationError`` for a bad one)."""
     params, _ = PACINGS.get(pacing)

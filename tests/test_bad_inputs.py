@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -471,3 +472,26 @@ def test_a_killed_train_command_releases_its_lock_and_resumes(tmp_path):
     assert not (run_dir / "summary.json").exists()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "resumed and finished" in done.stdout, done.stderr
+
+
+def test_only_the_first_termination_signal_interrupts_so_cleanup_finishes():
+    """A second SIGTERM (a process-group kill, then the scheduler stopping its worker) arrives while the
+    first one's cleanup runs: it is ignored until the block ends, then the old handler is back."""
+    import os
+    import signal
+
+    from kdrepro.executors import _terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = False
+    with pytest.raises(KeyboardInterrupt):
+        with _terminate_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the signal interrupts this at once
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # ignored: the cleanup below still runs
+                os.kill(os.getpid(), signal.SIGHUP)
+                time.sleep(0.05)
+                cleaned = True
+    assert cleaned and signal.getsignal(signal.SIGTERM) is before

@@ -195,6 +195,20 @@ def test_quirks_change_the_run(store):
     assert plain[0]["pool_size"] > plain[1]["pool_size"]  # warm-up on all data, then half of each class
 
 
+def test_full_pacing_is_kd_with_the_mse_term_after_the_warm_up(store):
+    """Pacing ``full`` (a control): every image in every epoch, KD's steps, and the MSE term on exactly
+    from the end of the authors' warm-up (epoch round(40 * 10 / 300) = 1 of 10)."""
+    full = store.run(_cfg(method="slkd", teacher=TEACHER, curriculum={"pacing": "full"}), log=lambda m: None)
+    kd = store.run(_cfg(method="kd", teacher=TEACHER), log=lambda m: None)
+    rows = full.metrics()
+    assert {r["pool_size"] for r in rows} == {1438}  # digits' training set, every epoch
+    assert full.summary["iterations"] == kd.summary["iterations"] == 10 * 12
+    assert [r["curriculum"] for r in rows] == [False] + [True] * 9
+    assert "train_mse" not in rows[0] and all(r["train_mse"] > 0 for r in rows[1:])
+    # the warm-up is plain KD: same loss as the KD run's first epoch (same seed, data order and teacher)
+    assert rows[0]["train_loss"] == pytest.approx(kd.metrics()[0]["train_loss"], rel=1e-6)
+
+
 def test_batches_merge_only_a_tiny_remainder():
     order = torch.arange(1154)  # digits' 80 % pool: 9 x 128 + 2
     sizes = [len(b) for b in engine.batches(order, 128)]

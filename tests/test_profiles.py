@@ -202,7 +202,13 @@ def test_cpu300_plans_the_issue_11_grid():
                                            and p.labels["seed"] == s)
         off = mse["off", s].to_dict()
         assert off["losses"]["mse"]["weight"] == 0.0 and mse["on", s].to_dict()["losses"]["mse"]["weight"] == 0.05
-    assert len(exp.all_configs()) == 58
+    pacing = {(p.labels["variant"], p.labels["seed"]): p.config for p in exp.plan("ablations")
+              if p.labels.get("axis") == "pacing"}
+    assert sorted(pacing) == sorted((v, s) for v in ("authors", "full") for s in (0, 1, 2))
+    for s in (0, 1, 2):  # "full": the same run but every image in every phase
+        assert pacing["authors", s].run_id == mse["on", s].run_id
+        assert pacing["full", s].to_dict()["curriculum"]["pacing"] == "full"
+    assert len(exp.all_configs()) == 61
 
 
 def test_matched_steps_must_match_slkds_steps(tmp_path):

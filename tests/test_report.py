@@ -71,20 +71,28 @@ def test_mse_decomposition_splits_slkds_gain_by_hand():
     runs = pd.DataFrame([row("reference", "kd (no curriculum)", 0, 70.0, 100), row("reference", "kd (no curriculum)", 1, 72.0, 100),
                          row("mse", "on", 0, 74.0, 75), row("mse", "on", 1, 73.0, 75),
                          row("mse", "off", 0, 71.0, 75), row("mse", "off", 1, 75.0, 75), row("mse", "off", 2, 80.0, 75),
+                         row("pacing", "full", 0, 73.0, 100), row("pacing", "full", 1, 71.0, 100),
                          row("order", "random", 0, 10.0, 75)])
     got = report.mse_decomposition(runs).set_index(["a", "b"])
-    # off - kd: 1, 3; on - off: 3, -2; on - kd: 4, 1 (seed 2 has no KD and no "on" run)
-    expected = {("slkd_no_mse", "kd"): (2.0, math.sqrt(2), 2, 0.75), ("slkd", "slkd_no_mse"): (0.5, math.sqrt(12.5), 1, 1.0),
-                ("slkd", "kd"): (2.5, math.sqrt(4.5), 2, 0.75)}
+    # off - kd: 1, 3; full - kd: 3, -1; on - full: 1, 2; on - off: 3, -2; on - kd: 4, 1 (seed 2 has no KD
+    # and no "on" run)
+    expected = {("slkd_no_mse", "kd"): (2.0, math.sqrt(2), 2, 0.75), ("kd_mse", "kd"): (1.0, math.sqrt(8), 1, 1.0),
+                ("slkd", "kd_mse"): (1.5, math.sqrt(0.5), 2, 0.75),
+                ("slkd", "slkd_no_mse"): (0.5, math.sqrt(12.5), 1, 1.0), ("slkd", "kd"): (2.5, math.sqrt(4.5), 2, 0.75)}
     assert list(got.index) == list(expected)
     for key, (mean, std, wins, ratio) in expected.items():
         r = got.loc[key]
         assert (r["diff_mean"], r["diff_std"], r["wins"], r["seeds"]) == (pytest.approx(mean), pytest.approx(std), wins, 2)
         assert r["iterations_ratio"] == pytest.approx(ratio)
     table = report.format_paired_comparisons(report.mse_decomposition(runs))
-    assert list(table["comparison"]) == ["SLKD without MSE − KD", "SLKD − SLKD without MSE", "SLKD − KD"]
-    assert list(table["first − second (paired)"]) == ["2.00 ± 1.41", "0.50 ± 3.54", "2.50 ± 2.12"]
-    assert report.mse_decomposition(runs[runs["axis"] != "mse"]).empty  # no MSE axis: nothing to split
+    assert list(table["comparison"]) == ["SLKD without MSE − KD", "KD with MSE − KD", "SLKD − KD with MSE",
+                                         "SLKD − SLKD without MSE", "SLKD − KD"]
+    assert list(table["first − second (paired)"]) == ["2.00 ± 1.41", "1.00 ± 2.83", "1.50 ± 0.71", "0.50 ± 3.54",
+                                                      "2.50 ± 2.12"]
+    assert report.mse_decomposition(runs[~runs["axis"].isin(["mse", "pacing"])]).empty  # nothing to split
+    without_full = report.mse_decomposition(runs[runs["axis"] != "pacing"])  # profiles without the control
+    assert [(a, b) for a, b in zip(without_full["a"], without_full["b"])] == \
+        [("slkd_no_mse", "kd"), ("slkd", "slkd_no_mse"), ("slkd", "kd")]
     long = report.paired_long(report.mse_runs(runs), report.MSE_COMPARISONS)
     assert sorted(long[long["comparison"] == "SLKD − KD"]["diff"]) == [1.0, 4.0]
 

@@ -316,6 +316,14 @@ def test_custom_and_none_schedules():
     assert spans(make_schedule(12, "none")) == [(0, 12, 1.0, False)]
 
 
+def test_full_pacing_keeps_every_image_after_the_authors_warm_up():
+    from kdrepro.sequencer import PACINGS, PacingParams
+
+    build = PACINGS.get("full")[1]
+    assert spans(build(300, PacingParams())) == [(0, 40, 1.0, False), (40, 300, 1.0, True)]
+    assert spans(build(20, PacingParams())) == [(0, 3, 1.0, False), (3, 20, 1.0, True)]  # round(40 * 20 / 300)
+
+
 @pytest.mark.parametrize(
     "kwargs, bad",
     [
