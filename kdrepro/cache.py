@@ -59,9 +59,10 @@ def cache_group(cfg) -> str:
     return hashlib.sha256(json.dumps(group, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def group_marker(cache_dir: str | os.PathLike, cfg) -> Path:
-    """``<cache>/groups/<group>.json``: written once the group's cache file exists (:func:`mark_ready`)."""
-    return Path(cache_dir) / "groups" / f"{cache_group(cfg)}.json"
+def group_marker(cache_dir: str | os.PathLike, group: str) -> Path:
+    """``<cache>/groups/<group>.json`` (``group``: :func:`cache_group`): written once the group's cache file
+    exists (:func:`mark_ready`)."""
+    return Path(cache_dir) / "groups" / f"{group}.json"
 
 
 def mark_ready(marker: Path, cache_path: Path) -> None:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, sequencer
 from .augment import CropFlip
-from .cache import TeacherLogitCache, _quiet, group_marker, mark_ready
+from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_ready
 from .config import RunConfig
 from .data import ImageDataset, data_fingerprint, load_dataset
 from .models import create_model
@@ -271,7 +271,7 @@ class Trainer:
             progress=self.cfg.progress, channels_last=self.cfg.channels_last)
         self.teacher_source = "cache"
         if self.cfg.has_teacher_run:  # the group's other runs may start now (kdrepro.executors)
-            mark_ready(group_marker(self.cache_dir, self.cfg), self.cache.path)
+            mark_ready(group_marker(self.cache_dir, cache_group(self.cfg)), self.cache.path)
         self.log(f"teacher: logit cache {'hit' if hit else 'built'} "
                  f"({len(self.train_set)} images x {self.augment.num_views} views)")
 

@@ -135,11 +135,12 @@ class PlannedRun:
 
 def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
     """The unfinished runs of ``configs`` with the run ids each must wait for, in start order: teachers and
-    the runs that build a logit cache first (a cache group whose file exists already has no builder; the local
-    executor also starts a group's runs as soon as its builder has written the file, :func:`cache_built`), then the longest runs first (so that no long run is left
-    to finish alone at the end), and among runs of equal length the lower seeds first, in ``configs``
-    order within a seed (so that a training stopped part way leaves whole paired comparisons, KD and
-    SLKD of seed 0, rather than every seed of KD and no SLKD)."""
+    the runs that build a logit cache first (a cache group whose file exists already has no builder; the
+    local executor also starts a group's runs as soon as its builder has written the file,
+    :func:`cache_built`), then the longest runs first (so that no long run is left to finish alone at the
+    end), and among runs of equal length the lower seeds first, in ``configs`` order within a seed (so that
+    a training stopped part way leaves whole paired comparisons, KD and SLKD of seed 0, rather than every
+    seed of KD and no SLKD)."""
     pending = {}
     for c in configs:
         run_id = c.run_id
@@ -155,10 +156,10 @@ def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
                 needs.add(teacher_id)
         builder, marker = None, None
         if uses_logit_cache(cfg):
-            marker = group_marker(store.cache_dir, cfg)
             group = cache_group(cfg)
-            if cache_ready(marker):
-                pass  # the file is there: nothing to wait for
+            marker = group_marker(store.cache_dir, group)
+            if cache_ready(marker):  # the file is there: nothing to wait for
+                pass
             elif group in builders:
                 builder = builders[group]
                 needs.add(builder)

@@ -274,8 +274,8 @@ def mse_decomposition(runs: pd.DataFrame, metric: str = "last_top1") -> pd.DataF
     curriculum (which also takes fewer steps) and by the 0.05·MSE on logits of its curriculum phases (the
     authors' code). SLKD without MSE minus KD is the curriculum alone, KD with MSE minus KD the term alone,
     SLKD minus KD with MSE the curriculum given the term, SLKD minus SLKD without MSE the term given the
-    curriculum, SLKD minus KD both (:data:`MSE_COMPARISONS`). One row per comparison with a seed that has both runs, as
-    :func:`paired_difference` computes it."""
+    curriculum, SLKD minus KD both (:data:`MSE_COMPARISONS`). One row per comparison with a seed that has
+    both runs, as :func:`paired_difference` computes it."""
     frame = mse_runs(runs)
     frames = []
     for _, a, b in MSE_COMPARISONS:

@@ -146,7 +146,7 @@ def test_a_cache_group_whose_file_exists_waits_for_no_builder(tmp_path):
     waiting = jobs[slkd.run_id]
     assert not cache_built(waiting) and waiting.needs == {teacher.run_id, kd[0].run_id}
 
-    marker = group_marker(exp.store.cache_dir, kd[0])
+    marker = group_marker(exp.store.cache_dir, cache_group(kd[0]))
     mark_ready(marker, exp.store.cache_dir / "teacher-logits-x.pt")  # a marker naming a file not (yet) there
     assert not cache_ready(marker) and not cache_built(waiting)
     assert jobs[kd[0].run_id].builds_cache == plan_jobs([teacher, *kd], exp.store)[1].builds_cache is True
@@ -243,7 +243,7 @@ def test_pretrain_with_two_workers_equals_training_one_run_at_a_time(tmp_path):
     builds = [c.run_id for c in configs if "logit cache built" in (tmp_path / "logs" / f"{c.run_id}.log").read_text()]
     assert builds == [configs[1].run_id]  # one builder; the other cached runs hit its file
     cache_file, = (tmp_path / "parallel" / "cache").glob("teacher-logits-*.pt")
-    marker = group_marker(tmp_path / "parallel" / "cache", configs[1])
+    marker = group_marker(tmp_path / "parallel" / "cache", cache_group(configs[1]))
     assert json.loads(marker.read_text()) == {"file": cache_file.name}  # the builder said where the file is
     assert not list((tmp_path / "parallel" / "runs").glob("*.lock"))
     assert pretrain(configs, tmp_path / "parallel", jobs=2, log=lines.append) == []  # all in the store
