@@ -207,6 +207,22 @@ def cmd_migrate(args) -> int:
     return 1 if any(m.action == "skipped" for m in done) and args.strict else 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_runs
+    from .runs import default_results_root
+
+    try:
+        done = export_runs(args.results or default_results_root(), args.to, args.runs or None,
+                           teacher_weights=args.teacher_weights, replace=args.replace, weights=args.weights)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    for e in done:
+        print(f"{e.action:<9} {e.run_id}" + (f"  ({e.note})" if e.note else ""))
+    counts = {a: sum(e.action == a for e in done) for a in ("exported", "replaced", "unchanged", "skipped", "refused")}
+    print(", ".join(f"{n} {a}" for a, n in counts.items() if n) or "no runs")
+    return 1 if counts["refused"] else 0
+
+
 def cmd_reproduce(args) -> int:
     from . import reproduce
 
@@ -286,6 +302,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, metavar="DIR", help="where the runs' data sets are")
     p.add_argument("--strict", action="store_true", help="exit 1 when a run was skipped")
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("export", parents=[common], help="copy finished runs' records into another results folder",
+                       description="Copy the record of every finished run of --results (or of the runs named) into "
+                                   "the store at --to: config.json, summary.json, metrics.jsonl, curriculum/ and "
+                                   "scores/; never checkpoints, snapshots or caches. Unfinished runs are skipped. A "
+                                   "run already at --to with the same record is left alone; one with another record "
+                                   "of the same id is refused (exit 1) unless --replace. Each run is copied beside "
+                                   "its place and renamed into it, so an interrupted export leaves no half-copied run.")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run ids or unique prefixes (default: every run)")
+    p.add_argument("--to", required=True, metavar="DIR", help="the results folder to copy into (e.g. a repository's results/)")
+    p.add_argument("--teacher-weights", action="store_true",
+                   help="also copy weights.pt of every exported run that a run of either store (finished "
+                        "or not) is distilled from: its students can only be reproduced with those exact bits")
+    p.add_argument("--weights", action="store_true", help="also copy weights.pt of every exported run")
+    p.add_argument("--replace", action="store_true", help="overwrite a run at --to whose record differs")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("reproduce", help="run a profile's notebooks headless (same as python -m kdrepro.reproduce)",
                        description=reproduce.DESCRIPTION)

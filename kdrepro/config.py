@@ -88,7 +88,7 @@ PRESETS: dict[str, tuple[tuple[str, ...], dict | None]] = {
 
 # Fields that do not change what a run computes (beyond rounding); excluded from the run id.
 RUNTIME_FIELDS = frozenset({"device", "teacher_cache", "compile", "channels_last", "progress", "data_root",
-                            "num_threads"})
+                            "num_threads", "cache_threads"})
 # Dataset option keys that locate files rather than define data; excluded from the run id.
 _LOCATION_OPTIONS = frozenset({"path", "root"})
 
@@ -180,6 +180,9 @@ class RunConfig(BaseModel):
     progress: Bool | None = None
     data_root: str | None = None
     num_threads: PositiveInt | None = None
+    #: torch threads while building the teacher-logit cache only (None: num_threads); the local executor
+    #: gives a cache builder every worker's core when all other runs wait for its cache
+    cache_threads: PositiveInt | None = None
 
     @field_validator("momentum")
     @classmethod

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, sequencer
 from .augment import CropFlip
-from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_ready
+from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_ready, state_dict_hash
 from .config import RunConfig
 from .data import ImageDataset, data_fingerprint, load_dataset
 from .models import create_model
@@ -158,8 +158,35 @@ def environment(device: torch.device) -> dict:
     env = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
            "kdrepro": __version__, "platform": platform.platform(), "device": str(device),
            "threads": torch.get_num_threads()}
-    env["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    env["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return env
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``; "cpu" when neither
+    says). Recorded in every summary: CPU training is bit-exact on one machine but not across CPU models
+    (results/superseded/cpu300-teacher-a/README.md)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``n`` torch CPU threads (None: unchanged), then restore the number before."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -266,9 +293,10 @@ class Trainer:
             self.teacher_source = "live"
             self.log("teacher: live forward passes (teacher_cache=false)")
             return
-        self.cache, hit = TeacherLogitCache.load_or_build(
-            self.teacher, self.train_set, self.augment, self.device, self.cache_dir,
-            progress=self.cfg.progress, channels_last=self.cfg.channels_last)
+        with torch_threads(self.cfg.cache_threads):  # back to num_threads for training
+            self.cache, hit = TeacherLogitCache.load_or_build(
+                self.teacher, self.train_set, self.augment, self.device, self.cache_dir,
+                progress=self.cfg.progress, channels_last=self.cfg.channels_last)
         self.teacher_source = "cache"
         if self.cfg.has_teacher_run:  # the group's other runs may start now (kdrepro.executors)
             mark_ready(group_marker(self.cache_dir, cache_group(self.cfg)), self.cache.path)
@@ -481,6 +509,12 @@ class Trainer:
         self.run.save(self.student.state_dict(), self.run.weights)
         summary = summarize(cfg, metrics, counters, environment(self.device), self.teacher_source,
                             self.train_set.num_classes)
+        # provenance: which weights this run ended with, and which teacher weights taught it. A run id names
+        # what a run computes, not the bits it got (CPU training is bit-exact on one machine, not across
+        # machines), so a student records the hash of its teacher's weights and RunStore.load flags it
+        # ("teacher_changed") when the teacher run in the store now holds other weights
+        summary["weights_hash"] = state_dict_hash(self.student)
+        summary["teacher_weights_hash"] = state_dict_hash(self.teacher) if self.teacher is not None else None
         self.run.write_summary(summary)
         return summary
 

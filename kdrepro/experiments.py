@@ -22,7 +22,6 @@ scored and selected) and compares the snapshot's ranking with the teacher's.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -656,6 +655,7 @@ class Experiment:
         """The teacher's ``score`` of every un-augmented training image, stored once as
         ``<teacher run>/scores/<score>.pt`` (20 KB for 5k images) beside its summary, so that notebook 06
         also works from a run store without the teacher's weights (which stay out of git)."""
+        from .engine import torch_threads
         from .models import create_model
         from .rundir import RunDir
         from .sequencer import score_instances
@@ -673,7 +673,7 @@ class Experiment:
         tcfg = teacher_result.config
         teacher = create_model(tcfg.model, train.num_classes, in_channels=train.image_shape[0],
                                weights=str(rd.weights), **tcfg.model_options)
-        with _threads(num_threads):
+        with torch_threads(num_threads):
             scores = score_instances(teacher, train, score, device="cpu")
         rd.save({"scores": scores, "fingerprint": train.fingerprint()}, path)
         return scores
@@ -706,20 +706,6 @@ def run_flags(result: RunResult) -> list[str]:
 def _columns(rows: list[dict]) -> list[str]:
     extra = [k for row in rows for k in row if k not in RUN_COLUMNS]
     return list(RUN_COLUMNS[:6]) + list(dict.fromkeys(extra)) + list(RUN_COLUMNS[6:])
-
-
-@contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` torch threads (None: unchanged), as the profile's runs were."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------- curriculum anatomy

@@ -221,6 +221,10 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
             (out_root / "notebooks" / f"{path.stem}.failed.ipynb").unlink(missing_ok=True)
             print(f"[{i}/{len(notebooks)}] {path.stem} skipped: {str(err).split('MissingRunsError: ')[-1].split(').')[0]}",
                   flush=True)
+            stale = remove_outputs(out_root, path.stem)
+            if stale:
+                print(f"    removed its {len(stale)} earlier output(s) (executed notebook, tables, figures): they "
+                      "showed runs that are not in the store", flush=True)
             continue
         done.append(run)
         print(f"[{i}/{len(notebooks)}] {path.stem} done in {run.seconds:.0f} s -> {run.output}", flush=True)
@@ -233,6 +237,22 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
         for line in changes_report(kind, folder, before[folder], t0):
             print(line)
     return done
+
+
+def remove_outputs(out_root: Path, stem: str) -> list[Path]:
+    """Remove what an earlier execution of notebook ``stem`` wrote under ``out_root``: the executed notebook
+    and the tables and figures named with its number (``04_...`` for ``04_ablations``). Called when the
+    notebook is skipped because none of its runs is in the store (``--no-train``), so that no table is left
+    behind that shows runs the store no longer holds."""
+    prefix = stem.split("_", 1)[0] + "_"
+    found = [out_root / "notebooks" / f"{stem}.ipynb"]
+    for kind in ("tables", "figures"):
+        folder = out_root / kind
+        found += sorted(folder.glob(f"{prefix}*")) if folder.is_dir() else []
+    removed = [p for p in found if p.is_file()]
+    for p in removed:
+        p.unlink()
+    return removed
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -311,7 +331,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-only", action="store_true", help="with --jobs: train the runs, run no notebook")
     parser.add_argument("--no-train", action="store_true",
                         help="the notebooks read finished runs only and train nothing; tables and figures of a "
-                             "study with missing runs say which runs are missing")
+                             "study with missing runs say which runs are missing; a notebook with none of its runs "
+                             "is skipped and its earlier tables, figures and executed copy are removed")
     parser.add_argument("--dry-run", action="store_true",
                         help="print every run of the profile (teachers first) with its state and the runs it waits "
                              "for, and what --jobs/--executor would train or submit with which resources; train nothing")

@@ -325,7 +325,27 @@ class RunStore:
             cfg = RunConfig.from_dict(rd.read_config(), where=str(rd.config))
         except ConfigError as err:
             raise RunFileError(rd.config, f"{err}") from None
-        return RunResult(cfg, d, rd.read_summary())
+        summary = rd.read_summary()
+        changed = self._teacher_changed(cfg, summary)
+        if changed:
+            summary = {**summary, "flags": [*summary.get("flags", []), "teacher_changed"]}
+        return RunResult(cfg, d, summary)
+
+    def _teacher_changed(self, cfg: RunConfig, summary: dict) -> bool:
+        """Whether a finished student was taught by other weights than its teacher run in this store now
+        holds: both summaries record the hashes (``teacher_weights_hash``, ``weights_hash``) and they differ.
+        That happens when a teacher run is trained again (its weights were lost, or the store was merged
+        from another machine, where the same config gives other bits). Runs stored before summaries kept
+        the hashes are not judged."""
+        taught = summary.get("teacher_weights_hash")
+        if not taught or not cfg.has_teacher_run:
+            return False
+        path = self.runs_dir / cfg.teacher_config().run_id / "summary.json"
+        try:
+            teacher = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return bool(teacher.get("weights_hash")) and teacher["weights_hash"] != taught
 
     def migrated_ids(self) -> dict[str, str]:
         """``{old id: new id}`` from ``runs/migrations.jsonl`` (written by ``kdrepro migrate``)."""
@@ -343,8 +363,8 @@ class RunStore:
         problem (naming the file), never hiding the others."""
         rows = []
         for d in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
-            if not d.is_dir() or not (d / "config.json").exists():
-                continue
+            if not d.is_dir() or d.name.startswith(".") or not (d / "config.json").exists():
+                continue  # dot-folders: an export in progress (kdrepro.export)
             rd = RunDir(d)
             try:
                 raw = rd.read_config()
@@ -415,7 +435,9 @@ class RunStore:
         if not weights.exists():
             raise FileNotFoundError(
                 f"teacher run {result.run_id} is finished but its weights ({weights}) are not here (weights "
-                "are kept out of git). Delete that run folder to retrain the teacher, or give teacher_weights.")
+                "are kept out of git). Restore the file, give teacher_weights, or delete that run folder to "
+                "train the teacher again: on another machine that gives other weights, so students it already "
+                "taught would be flagged teacher_changed")
         return TeacherSpec(tcfg.model, str(weights), dict(tcfg.model_options))
 
 

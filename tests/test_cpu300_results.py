@@ -245,3 +245,22 @@ def test_every_run_of_the_cpu300_profile_is_committed_and_finished():
         summary = json.loads((RUNS / c.run_id / "summary.json").read_text())
         assert summary["epochs"] == c.epochs
         assert len((RUNS / c.run_id / "metrics.jsonl").read_text().splitlines()) == c.epochs
+
+
+TEACHER_ID = "ce-cifar10-5k-wrn_16_2-s0-bcf9a43d98"
+
+
+def test_every_committed_student_was_taught_by_the_committed_teacher_weights(weights_file_hash):
+    """Issue 11: every comparison "with the same teacher". The teacher's weights are committed (CPU training
+    is not bit-exact across machines, so a lost teacher cannot be retrained: results/superseded/), its
+    summary names their hash, and every student's summary names the hash of the weights that taught it."""
+    teacher_dir = RUNS / TEACHER_ID
+    students = [(c, s) for c, s in _runs() if c["method"] != "ce"]
+    if not students and not teacher_dir.exists():
+        pytest.skip("no cpu300 teacher or student committed yet")
+    weights = teacher_dir / "weights.pt"
+    assert weights.exists(), f"the cpu300 teacher's weights ({weights}) are not committed"
+    expected = weights_file_hash(weights)
+    assert json.loads((teacher_dir / "summary.json").read_text())["weights_hash"] == expected
+    wrong = [s["run_id"] for c, s in students if s.get("teacher_weights_hash") != expected]
+    assert not wrong, f"students not taught by the committed teacher weights {expected}: {wrong}"

@@ -116,6 +116,57 @@ def test_teacher_trained_once_and_cache_reused(slkd_result, store):
     assert "train_kd" in kd.metrics()[0] and "train_mse" not in kd.metrics()[0]
 
 
+def test_summaries_record_their_weights_and_the_teacher_weights_that_taught_them(slkd_result, store, tmp_path,
+                                                                                  weights_file_hash):
+    import shutil
+
+    teacher_dir = store.runs_dir / slkd_result.config.teacher_config().run_id
+    teacher = store.load(teacher_dir)
+    taught_by = weights_file_hash(teacher_dir / "weights.pt")
+    assert teacher.summary["weights_hash"] == taught_by and teacher.summary["teacher_weights_hash"] is None
+    assert slkd_result.summary["teacher_weights_hash"] == taught_by
+    assert slkd_result.summary["weights_hash"] == weights_file_hash(slkd_result.run_dir / "weights.pt")
+    assert slkd_result.summary["weights_hash"] != taught_by
+    assert "teacher_changed" not in store.load(slkd_result.run_id).summary["flags"]
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.exists() else [])
+             if line.split(":", 1)[0].strip() == "model name"]
+    if names:  # the machine is named: CPU results are bit-exact on one CPU model only
+        assert slkd_result.summary["environment"]["device_name"] == names[0]
+
+    # the teacher run trained again elsewhere (other bits under the same id): its old students are flagged
+    other = RunStore(tmp_path / "other")
+    for d in (teacher_dir, slkd_result.run_dir):
+        shutil.copytree(d, other.runs_dir / d.name)
+    weights = torch.load(teacher_dir / "weights.pt", weights_only=True)
+    first = sorted(k for k, v in weights.items() if v.is_floating_point())[0]
+    weights[first] = weights[first] + 1e-3
+    torch.save(weights, other.runs_dir / teacher_dir.name / "weights.pt")
+    summary_path = other.runs_dir / teacher_dir.name / "summary.json"
+    retrained = {**json.loads(summary_path.read_text()), "weights_hash": weights_file_hash(
+        other.runs_dir / teacher_dir.name / "weights.pt")}
+    assert retrained["weights_hash"] != taught_by
+    summary_path.write_text(json.dumps(retrained))
+    assert other.load(slkd_result.run_id).summary["flags"] == [*slkd_result.summary["flags"], "teacher_changed"]
+    # summaries from before the hashes were kept are not judged
+    student_summary = other.runs_dir / slkd_result.run_id / "summary.json"
+    old = {k: v for k, v in json.loads(student_summary.read_text()).items() if k != "teacher_weights_hash"}
+    student_summary.write_text(json.dumps(old))
+    assert "teacher_changed" not in other.load(slkd_result.run_id).summary["flags"]
+
+
+def test_a_teacher_run_without_its_weights_stops_a_student_with_what_to_do(slkd_result, store, tmp_path):
+    import shutil
+
+    teacher_id = slkd_result.config.teacher_config().run_id
+    clone = RunStore(tmp_path / "clone")  # as in a fresh clone: the run's files without its weights
+    shutil.copytree(store.runs_dir / teacher_id, clone.runs_dir / teacher_id, ignore=shutil.ignore_patterns("*.pt"))
+    with pytest.raises(FileNotFoundError, match=rf"teacher run {teacher_id} is finished but its weights .* Restore "
+                                                r"the file.*teacher_changed"):
+        clone.run(_cfg(method="kd", teacher=TEACHER, epochs=1), log=lambda m: None)
+    assert [p.name for p in clone.runs_dir.iterdir() if p.is_dir()] == [teacher_id]  # no half-made student
+
+
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     """Kill a real training process mid-run, resume it, and compare with a run never interrupted."""
     args = ["--set", "method=slkd", "--set", "epochs=8", "--set", "dataset=digits", "--set", "model=resnet8",

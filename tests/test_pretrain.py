@@ -14,7 +14,7 @@ import yaml
 import kdrepro  # noqa: F401  (the torchvision guard)
 from kdrepro import experiments, report
 from kdrepro.cache import cache_group, cache_ready, group_marker, mark_ready
-from kdrepro.executors import cache_built
+from kdrepro.executors import cache_build_threads, cache_built
 from kdrepro.experiments import Experiment, ProfileError
 from kdrepro.pretrain import PretrainError, plan_jobs, pretrain, uses_logit_cache
 from kdrepro.runs import RunLockedError, RunStore
@@ -161,6 +161,53 @@ def test_a_cache_group_whose_file_exists_waits_for_no_builder(tmp_path):
     for bad in ("{", '{"file": "../x.pt"}', '{"file": 3}', "[]"):
         marker.write_text(bad)
         assert not cache_ready(marker), bad
+
+
+def test_a_cache_builder_gets_the_idle_workers_cores_only_while_all_other_runs_wait_for_it(tmp_path):
+    exp = Experiment(_profile(tmp_path), results_dir=tmp_path)
+    pair, ds = exp.profile.pairs[0], exp.profile.datasets[0]
+    kd = [exp.student_config(ds, pair, "kd", s, num_threads=1) for s in (0, 1)]
+    slkd = exp.student_config(ds, pair, "slkd", 0, num_threads=1)
+    vanilla = exp.student_config(ds, pair, "ce", 0, num_threads=1)
+    teacher = kd[0].teacher_config()
+    exp.store.run(teacher, log=lambda m: None)  # in the store: nobody waits for the teacher
+    jobs = {j.run_id: j for j in plan_jobs([*kd, slkd, vanilla], exp.store)}
+    builder, others = jobs[kd[0].run_id], [jobs[kd[1].run_id], jobs[slkd.run_id]]
+    assert builder.builds_cache
+    assert cache_build_threads(builder, others, busy=0, workers=2) == 2
+    assert cache_build_threads(builder, others, busy=0, workers=4) == 4
+    assert cache_build_threads(builder, [], busy=0, workers=3) == 3
+    assert cache_build_threads(builder, others, busy=1, workers=2) is None  # a core is in use
+    assert cache_build_threads(builder, [*others, jobs[vanilla.run_id]], busy=0, workers=2) is None  # could run
+    assert cache_build_threads(builder, others, busy=0, workers=1) is None
+    assert cache_build_threads(others[0], [builder], busy=0, workers=2) is None  # not a builder
+    two = plan_jobs([exp.student_config(ds, pair, "kd", 0, num_threads=2)], exp.store)[0]
+    assert cache_build_threads(two, [], busy=0, workers=3) == 6  # each worker's share is num_threads cores
+    unpinned = plan_jobs([exp.student_config(ds, pair, "kd", 0, num_threads=None)], exp.store)[0]
+    assert unpinned.cfg.num_threads is None and cache_build_threads(unpinned, [], busy=0, workers=2) is None
+    assert kd[0].with_overrides(cache_threads=2).run_id == kd[0].run_id  # runtime only
+
+
+def test_cache_threads_apply_to_the_cache_build_only(tmp_path, monkeypatch):
+    from kdrepro import cache as cache_module
+
+    exp = Experiment(_profile(tmp_path), results_dir=tmp_path)
+    pair, ds = exp.profile.pairs[0], exp.profile.datasets[0]
+    cfg = exp.student_config(ds, pair, "kd", 0, num_threads=1, cache_threads=2, epochs=1)
+    seen = []
+    build = cache_module.TeacherLogitCache.build.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return build(cls, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module.TeacherLogitCache, "build", classmethod(spy))
+    before = torch.get_num_threads()
+    try:
+        result = exp.store.run(cfg, log=lambda m: None)
+        assert seen == [2] and result.summary["environment"]["threads"] == 1  # built with 2, trained with 1
+    finally:
+        torch.set_num_threads(before)
 
 
 # -------------------------------------------------------------------------------------------------- locks

@@ -245,3 +245,23 @@ def test_without_training_a_study_names_its_missing_runs_in_tables(tmp_path):
     report.write_table(table, "t", tmp_path)
     assert "Incomplete: 6 run(s)" in (tmp_path / "t.md").read_text()
     assert len(list((tmp_path / "runs").glob("*/summary.json"))) == 1  # still nothing else trained
+
+
+def test_a_notebook_skipped_for_lack_of_runs_leaves_no_earlier_tables_behind(tmp_path, capsys):
+    """``--no-train`` with none of a study's runs in the store: the notebook is skipped, and what an earlier
+    execution wrote (executed notebook, tables, figures with its number) goes, since it shows runs the store
+    no longer holds; other notebooks' outputs stay."""
+    from kdrepro import reproduce
+
+    out = tmp_path / "smoke"
+    stale = [out / "notebooks" / "04_ablations.ipynb", out / "tables" / "04_ablations.md",
+             out / "tables" / "04_order_paired.csv", out / "figures" / "04_ablations.png"]
+    kept = [out / "tables" / "03_main_table.md", out / "figures" / "05_budgets.png", out / "tables" / "40_x.md",
+            out / "notebooks" / "03_curriculum_kd.ipynb"]
+    for p in stale + kept:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("from an earlier store")
+    done = reproduce.reproduce("smoke", notebook="04", results=str(tmp_path), train=False, progress=False)
+    assert done == [] and "04_ablations skipped" in capsys.readouterr().out
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing trained
