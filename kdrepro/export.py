@@ -123,16 +123,18 @@ def export_runs(source: str | Path, target: str | Path, runs: list[str] | None =
             out.append(Exported(run_id, "skipped", f"{status}, not finished"))
             continue
         with_weights = weights or run_id in teachers
-        if with_weights and not (d / "weights.pt").exists():
+        has_weights = (d / "weights.pt").exists()
+        final = dst.runs_dir / run_id
+        if final.exists() and _same_record(d, final, with_weights and has_weights):
+            lacking = with_weights and not has_weights and not (final / "weights.pt").exists()
+            out.append(Exported(run_id, "unchanged", "its weights are in neither store" if lacking else ""))
+            continue
+        if with_weights and not has_weights:
             why = "its weights were asked for" if weights else "a run of either store is distilled from it"
             out.append(Exported(run_id, "refused", f"{why}, but {d / 'weights.pt'} is missing"))
             continue
-        final = dst.runs_dir / run_id
         action = "exported"
         if final.exists():
-            if _same_record(d, final, with_weights):
-                out.append(Exported(run_id, "unchanged"))
-                continue
             if not replace:
                 out.append(Exported(run_id, "refused", f"{final} holds another record of this id ({_describe(final)}; "
                                                        f"here: {_describe(d)}); pass --replace to overwrite it"))

@@ -128,3 +128,20 @@ def test_the_command_line_says_what_it_did_and_fails_on_refusals(source, tmp_pat
     missing = subprocess.run([*cmd[:5], str(tmp_path / "nowhere"), "--to", str(tmp_path / "repo")],
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "no run store" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_teacher_whose_weights_are_missing_is_refused_unless_its_record_is_already_there(source, tmp_path):
+    store, slkd, vanilla, _ = source
+    teacher_id = slkd.config.teacher_config().run_id
+    lost = tmp_path / "lost"  # a store whose teacher lost its weights (say, a clone without them)
+    shutil.copytree(store.root / "runs", lost / "runs", ignore=shutil.ignore_patterns("checkpoints", "snapshots"))
+    (lost / "runs" / teacher_id / "weights.pt").unlink()
+    refused, = export_runs(lost, tmp_path / "empty", [teacher_id], teacher_weights=True)
+    assert refused.action == "refused" and "weights.pt is missing" in refused.note
+    assert not (tmp_path / "empty" / "runs" / teacher_id).exists()
+    export_runs(store.root, tmp_path / "repo", [teacher_id], teacher_weights=True)  # the record, with weights
+    same, = export_runs(lost, tmp_path / "repo", [teacher_id], teacher_weights=True)
+    assert (same.action, same.note) == ("unchanged", "")
+    export_runs(lost, tmp_path / "plain", [teacher_id])  # the record only
+    noted, = export_runs(lost, tmp_path / "plain", [teacher_id], teacher_weights=True)
+    assert (noted.action, noted.note) == ("unchanged", "its weights are in neither store")
