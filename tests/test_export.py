@@ -54,6 +54,8 @@ def test_export_copies_the_record_and_only_the_teachers_weights(source, tmp_path
         assert (out / slkd.run_id / rel).read_bytes() == (slkd.run_dir / rel).read_bytes(), rel
     # the exported store is a working store: the student loads, with its teacher's weights beside it
     assert RunStore(tmp_path / "repo").load(slkd.run_id).summary == slkd.summary
+    (out / teacher_id / "scores").mkdir(exist_ok=True)
+    (out / teacher_id / "scores" / "max_logit.pt").write_bytes(b"scores written at the target")  # more there
     again = export_runs(store.root, tmp_path / "repo", teacher_weights=True)
     assert {e.run_id: e.action for e in again if e.action != "skipped"} == dict.fromkeys(
         [slkd.run_id, vanilla.run_id, teacher_id], "unchanged")
