@@ -4,7 +4,7 @@ Training happens in a scratch store (``--results /scratch/...``: checkpoints, sn
 what a paper repository keeps is each finished run's record: ``config.json``, ``summary.json``,
 ``metrics.jsonl``, ``curriculum/`` and ``scores/``. Weights stay behind, except, on request, the weights of
 a teacher run that an exported student was distilled from: a student's record is only reproducible with the
-exact teacher bits (CPU and GPU training are bit-exact on one machine, not across machines;
+exact teacher bits (CPU training is bit-exact on one machine, not across CPU models;
 ``results/superseded/cpu300-teacher-a/README.md``), so losing them means training every student again.
 
 Safe by construction: each run is copied into a hidden folder beside its destination and renamed into place
@@ -108,12 +108,9 @@ def export_runs(source: str | Path, target: str | Path, runs: list[str] | None =
         raise ValueError(f"source and target are the same run store ({src.runs_dir}): export copies between two")
     if not src.runs_dir.is_dir():
         raise FileNotFoundError(f"no run store at {src.root} (no runs/ folder): give the store you trained in")
-    chosen = [src.resolve(r) for r in runs] if runs else sorted(p for p in src.runs_dir.iterdir()
-                                                                 if p.is_dir() and not p.name.startswith("."))
+    chosen = [src.resolve(r) for r in runs] if runs else src.run_dirs()
     _recover(dst.runs_dir)
-    everyone = [p for store in (src, dst) if store.runs_dir.is_dir() for p in store.runs_dir.iterdir()
-                if p.is_dir() and not p.name.startswith(".")]
-    teachers = _teacher_ids(everyone) if teacher_weights else set()
+    teachers = _teacher_ids(src.run_dirs() + dst.run_dirs()) if teacher_weights else set()
     out = []
     for d in chosen:
         run_id = d.name

@@ -358,13 +358,19 @@ class RunStore:
                     out[row["old"]] = row["new"]
         return out
 
+    def run_dirs(self) -> list[Path]:
+        """The run folders of this store, by id; not dot-folders (an export in progress, kdrepro.export)."""
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
     def list(self) -> list[dict]:
         """One row per run folder; a run whose files are damaged is listed with ``status`` ``bad`` and the
         problem (naming the file), never hiding the others."""
         rows = []
-        for d in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
-            if not d.is_dir() or d.name.startswith(".") or not (d / "config.json").exists():
-                continue  # dot-folders: an export in progress (kdrepro.export)
+        for d in self.run_dirs():
+            if not (d / "config.json").exists():
+                continue
             rd = RunDir(d)
             try:
                 raw = rd.read_config()
