@@ -292,7 +292,9 @@ def test_two_students_sharing_an_untrained_teacher_train_it_once(tmp_path):
     """Started side by side, the second student waits for the teacher the first is training, then reuses it."""
     common = [sys.executable, "-m", "kdrepro", "train", "--results", str(tmp_path), "--set", "dataset=digits",
               "--set", "epochs=7", "--set", "crop_padding=1", "--set", "hflip=false", "--set", "num_threads=1",
-              "--set", "progress=false", "--set", "teacher.model=resnet14", "--set", "teacher.epochs=6"]
+              "--set", "progress=false", "--set", "teacher.model=resnet14", "--set", "teacher.epochs=60"]
+    # 60 teacher epochs (about 17 s on one core): at 6 epochs the teacher took 1.7 s on a fast CPU, less than
+    # the second process needs to start, so it sometimes found the teacher already finished
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     first = subprocess.Popen(common + ["--set", "method=kd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
