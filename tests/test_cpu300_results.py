@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "runs"
 TABLES = ROOT / "results" / "cpu300" / "tables"
 PROFILE_RUNS = 61  # kdrepro/profiles/cpu300.yaml: the count its comment and the README give
+# the seeds of the profile's ablation study (its `ablation_seeds` line): notebook 04 compares its runs on
+# these seeds only, so its SLKD - KD row leaves out the main study's seeds 3 and 4
+ABLATION_SEEDS = {int(s) for s in re.search(r"^ablation_seeds:\s*\[([\d,\s]+)\]", (
+    ROOT / "kdrepro" / "profiles" / "cpu300.yaml").read_text(), re.M).group(1).split(",")}
 
 pytestmark = pytest.mark.skipif(not (TABLES / "01_teachers_and_students.csv").exists(),
                                 reason="no committed cpu300 results")
@@ -152,11 +156,11 @@ def test_ordering_ablation_is_paired_by_seed_from_the_committed_runs():
 
 def test_mse_split_is_paired_by_seed_from_the_committed_runs():
     """04_mse_paired: SLKD without its MSE term, and KD with it (pacing full), against KD and SLKD, recomputed
-    from the runs."""
+    from the runs of the ablation seeds."""
     rows = _csv("04_mse_paired")
     if rows is None:
         pytest.skip("notebook 04 skipped: no ablation run finished yet")
-    runs = _runs()
+    runs = [(c, s) for c, s in _runs() if c["seed"] in ABLATION_SEEDS]
     picks = {"kd": _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 300),
              "slkd": _by_seed(runs, lambda c: _slkd(c) and c["epochs"] == 300),
              "slkd_no_mse": _by_seed(runs, lambda c: c["epochs"] == 300 and c["method"] == "slkd" and _w(c, "mse") == 0
