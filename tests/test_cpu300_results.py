@@ -268,3 +268,37 @@ def test_every_committed_student_was_taught_by_the_committed_teacher_weights(wei
     assert json.loads((teacher_dir / "summary.json").read_text())["weights_hash"] == expected
     wrong = [s["run_id"] for c, s in students if s.get("teacher_weights_hash") != expected]
     assert not wrong, f"students not taught by the committed teacher weights {expected}: {wrong}"
+
+
+README = ROOT / "README.md"
+
+
+def test_readme_status_block_lists_exactly_the_finished_runs_with_their_own_numbers():
+    """The README's cpu300 status block (between ``<!-- cpu300-status -->`` markers) is what a reader sees
+    first: its count, and each row's epochs, seed, last/best top-1, optimizer steps and wall minutes, must be
+    those of the run's committed ``summary.json``, and every finished run of the profile (teacher included)
+    must be listed once. A block left behind after a harvest, or a number typed by hand, fails."""
+    block = re.search(r"<!-- cpu300-status -->\n(.*?)<!-- /cpu300-status -->", README.read_text(), re.S)
+    assert block, "README.md has no cpu300 status block"
+    text = block.group(1)
+    count = re.match(r"(\d+) of (\d+) runs finished\.", text)
+    assert count, f"the status block does not open with 'N of M runs finished.': {text[:80]!r}"
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ") and "`" in line]
+    listed = {}
+    for cells in rows:
+        run_id = cells[-1].strip("`")
+        assert run_id not in listed, f"{run_id} is listed twice"
+        listed[run_id] = cells
+        run = _load(RUNS / run_id)
+        assert run is not None, f"the README lists {run_id}, which is not committed and finished"
+        s = run[1]
+        assert (int(cells[1]), int(cells[2])) == (s["epochs"], s["seed"]), run_id
+        assert (float(cells[3]), float(cells[4])) == (round(s["last_top1"], 2), round(s["best_top1"], 2)), run_id
+        assert int(cells[5].replace(",", "")) == s["iterations"], run_id
+        assert int(cells[6]) == round(s["wall_seconds"] / 60), run_id
+    configs = experiments.Experiment("cpu300", results_dir=ROOT / "results").all_configs()
+    finished = {c.run_id for c in configs if _load(RUNS / c.run_id) is not None}
+    assert set(listed) == finished, (f"finished but not listed: {sorted(finished - set(listed))}; "
+                                     f"listed but not in the profile: {sorted(set(listed) - finished)}")
+    assert (int(count.group(1)), int(count.group(2))) == (len(finished), PROFILE_RUNS)
