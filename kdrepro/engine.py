@@ -98,6 +98,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def float32_on_cuda() -> None:
+    """Make CUDA convolutions and matrix products compute in float32, as on the CPU.
+
+    PyTorch lets cuDNN convolutions use TF32 by default (10-bit mantissa on Ampere and later GPUs), so a
+    "float32" run on a GPU would silently compute its convolutions at lower precision than the same run on
+    a CPU. A run's arithmetic is chosen by its config (``bf16``), not by the device it lands on, so the
+    engine turns TF32 off for the process before a CUDA run or a CUDA teacher-logit cache build; the
+    summary's ``environment`` records the setting (``tf32``)."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def load_checkpoint(path: Path, device: torch.device) -> dict:
     """``torch.load(weights_only=True)`` with an error that says which file and what to do."""
     try:
@@ -159,6 +171,9 @@ def environment(device: torch.device) -> dict:
            "kdrepro": __version__, "platform": platform.platform(), "device": str(device),
            "threads": torch.get_num_threads()}
     env["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+        env["tf32"] = bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
     return env
 
 
@@ -217,6 +232,8 @@ class Trainer:
         self.cache_dir = Path(cache_dir) if cache_dir else self.run_dir.parent.parent / "cache"
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.device = resolve_device(self.cfg.device)
+        if self.device.type == "cuda":
+            float32_on_cuda()
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
         cfg = self.cfg

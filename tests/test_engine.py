@@ -311,3 +311,15 @@ def test_two_students_sharing_an_untrained_teacher_train_it_once(tmp_path):
     teachers = [d for d in (tmp_path / "runs").iterdir() if d.is_dir() and d.name.startswith("ce-digits-resnet14")]
     assert len(teachers) == 1
     assert "resuming" not in second.stderr  # the second process never trained (or resumed) the teacher
+
+
+def test_float32_on_cuda_turns_tf32_off_for_convolutions_and_matrix_products():
+    """A float32 run on a GPU must not silently compute in TF32 (cuDNN's convolutions do by default)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        engine.float32_on_cuda()
+        assert torch.backends.cudnn.allow_tf32 is False
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
