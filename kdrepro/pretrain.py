@@ -6,7 +6,9 @@ trained by ``python -m kdrepro train --config <its config> --results <results>``
 worker processes, and the notebooks then find every run in the store. On a CPU with few cores, two
 single-threaded workers (the ``cpu`` profile sets ``num_threads: 1``) train about a quarter more runs per
 hour than one process using both cores, because small CIFAR convolutions do not keep two threads busy.
-On a GPU, use one job.
+On a GPU, small models leave it mostly idle between kernel launches, so several workers can share one
+(``--device cuda --jobs 12``: each worker its own process and CUDA context). Measured on one H200 with 16
+CPU cores: 35 resnet8 runs of the ``cpu300`` profile (3,130 epochs) in 6.3 minutes with 12 workers.
 
 Order and dependencies: a student starts after its teacher has finished. Students that read the
 teacher-logit cache (:mod:`kdrepro.cache`) wait until the first of them, which builds the cache, has
