@@ -29,30 +29,25 @@ Used for the ``cpu300`` profile (README, "Where each run was trained"), with rec
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import kdrepro  # noqa: F401  (before torch)
 import torch
+from kdrepro.rundir import RunDir
 
 METRICS = ("train_ce", "train_kd", "train_mse", "train_loss", "train_top1", "test_top1", "test_top5", "pool_size",
            "iterations")
 
 
-def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
 def _device(run: Path) -> str:
-    summary = run / "summary.json"
-    env = json.loads(summary.read_text()).get("environment", {}) if summary.exists() else {}
+    env = RunDir(run).read_summary().get("environment", {})
     return env.get("device_name") or env.get("device") or "not recorded"
 
 
 def compare_run(a: Path, b: Path) -> dict:
     """The differences between two records of one run id (see the module docstring)."""
-    ma, mb = _metrics(a), _metrics(b)
+    ma, mb = RunDir(a).read_metrics(), RunDir(b).read_metrics()
     if len(ma) != len(mb):
         raise ValueError(f"{a.name}: {len(ma)} epochs in {a.parent}, {len(mb)} in {b.parent}")
     rel = {}
@@ -66,7 +61,7 @@ def compare_run(a: Path, b: Path) -> dict:
         pb = b / "curriculum" / pa.name
         if not pb.exists():
             raise ValueError(f"{a.name}: {pa.name} is in {a.parent} but not in {b.parent}")
-        da, db = torch.load(pa, weights_only=True), torch.load(pb, weights_only=True)
+        da, db = RunDir(a).load(pa), RunDir(b).load(pb)
         phases.append({"phase": pa.stem, "same_pool": torch.equal(da["pool"], db["pool"]),
                        "score_max_abs_diff": (da["scores"].double() - db["scores"].double()).abs().max().item()})
     return {"run_id": a.name, "device_a": _device(a), "device_b": _device(b), "epochs": len(ma),
@@ -77,7 +72,7 @@ def compare_run(a: Path, b: Path) -> dict:
 def shared_runs(runs_a: Path, runs_b: Path, ids: list[str] | None = None) -> list[str]:
     """Run ids finished in both stores (students only: a teacher copied into both is the same file)."""
     def finished(d: Path) -> bool:
-        return (d / "summary.json").exists() and json.loads((d / "summary.json").read_text()).get("finished", False)
+        return RunDir(d).read_summary().get("finished", False)
 
     names = ids or sorted(d.name for d in runs_a.iterdir() if d.is_dir() and not d.name.startswith(("ce-", ".")))
     missing = [n for n in names if not (finished(runs_a / n) and finished(runs_b / n))]
