@@ -5,9 +5,10 @@ Every number of ``results/cpu300/tables`` that comes from runs is recomputed her
 independently of ``kdrepro.report``: a table edited by hand, a table left behind after a run was added or
 changed, or a table that claims a run is missing when it is committed (or the reverse), fails.
 
-The profile was trained over several sessions, on CPUs and, for 37 of its 61 runs, on a GPU. Every planned run
-is committed and finished (checked below); were one removed, the tables would have to say which runs they
-lack (also checked here).
+The profile was trained over several sessions, on CPUs and on a GPU. Its first 61 runs (the five-seed study)
+are committed and finished (checked below). It was then extended to ten seeds per ablation arm and to budgets of
+80 and 100 epochs (docs/analysis-plan-cpu300.md, 60 more runs); until every one of those is committed, the
+tables must say which runs they lack (checked here), and the full completeness check is an expected failure.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from kdrepro import experiments
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "runs"
 TABLES = ROOT / "results" / "cpu300" / "tables"
-PROFILE_RUNS = 61  # kdrepro/profiles/cpu300.yaml: the count its comment and the README give
+PROFILE_RUNS = 121  # kdrepro/profiles/cpu300.yaml: the count its comment and the README give
+FIRST_STUDY_RUNS = 61  # the five-seed study, complete before the extension (docs/analysis-plan-cpu300.md)
 # the seeds of the profile's ablation study (its `ablation_seeds` line): notebook 04 compares its runs on
 # these seeds only, so its SLKD - KD row leaves out the main study's seeds 3 and 4
 ABLATION_SEEDS = {int(s) for s in re.search(r"^ablation_seeds:\s*\[([\d,\s]+)\]", (
@@ -237,16 +239,42 @@ def test_incomplete_tables_name_exactly_the_runs_they_lack():
     assert checked, "no cpu300 table of a study was found"
 
 
-def test_every_run_of_the_cpu300_profile_is_committed_and_finished():
-    exp = experiments.Experiment("cpu300", results_dir=ROOT / "results")
-    configs = exp.all_configs()
-    assert len(configs) == PROFILE_RUNS
+def _first_study_ids(tmp_path: Path) -> set[str]:
+    """The run ids of the five-seed study: the profile with the seed lists and budgets it had before the
+    ten-seed extension (docs/analysis-plan-cpu300.md)."""
+    import yaml
+    data = yaml.safe_load((ROOT / "kdrepro" / "profiles" / "cpu300.yaml").read_text())
+    data.update(seeds=[0, 1, 2, 3, 4], method_seeds={"vanilla": [0, 1, 2]}, budgets=[20, 60, 120, 300],
+                ablation_seeds=[0, 1, 2])
+    path = tmp_path / "cpu300.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return {c.run_id for c in experiments.Experiment(str(path), results_dir=ROOT / "results").all_configs()}
+
+
+def _check_finished(configs) -> None:
     missing = [c.run_id for c in configs if _load(RUNS / c.run_id) is None]
     assert not missing, f"{len(missing)} cpu300 runs not committed and finished: {missing}"
     for c in configs:
         summary = json.loads((RUNS / c.run_id / "summary.json").read_text())
         assert summary["epochs"] == c.epochs
         assert len((RUNS / c.run_id / "metrics.jsonl").read_text().splitlines()) == c.epochs
+
+
+def test_every_run_of_the_five_seed_study_is_committed_and_finished(tmp_path):
+    configs = experiments.Experiment("cpu300", results_dir=ROOT / "results").all_configs()
+    assert len(configs) == PROFILE_RUNS
+    first_ids = _first_study_ids(tmp_path)
+    first = [c for c in configs if c.run_id in first_ids]
+    assert len(first_ids) == len(first) == FIRST_STUDY_RUNS
+    _check_finished(first)
+
+
+@pytest.mark.xfail(strict=True, reason="the ten-seed extension (docs/analysis-plan-cpu300.md) is still training; "
+                   "remove this mark when its 60 runs are committed")
+def test_every_run_of_the_cpu300_profile_is_committed_and_finished():
+    configs = experiments.Experiment("cpu300", results_dir=ROOT / "results").all_configs()
+    assert len(configs) == PROFILE_RUNS
+    _check_finished(configs)
 
 
 TEACHER_ID = "ce-cifar10-5k-wrn_16_2-s0-bcf9a43d98"

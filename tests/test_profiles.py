@@ -177,38 +177,41 @@ def test_store_in_place_refuses_other_parameters(capsys):
     assert "unknown profile 'nope'" in capsys.readouterr().err
 
 
-def test_cpu300_plans_the_issue_11_grid():
-    """cpu300: vanilla with 3 seeds, KD and SLKD with 5; order with 3; KD matched to SLKD's steps; budgets."""
+def test_cpu300_plans_the_ten_seed_grid():
+    """cpu300 (docs/analysis-plan-cpu300.md): vanilla with 5 seeds, KD and SLKD with 10; every ablation arm with
+    10; KD matched to SLKD's steps with 5; budgets 20/60/80/100/120/300 with 5."""
     exp = Experiment("cpu300", results_dir="unused")
     main = exp.plan("main")
     seeds = {m: sorted(p.labels["seed"] for p in main if p.labels["method"] == m) for m in ("vanilla", "kd", "slkd")}
-    assert seeds == {"vanilla": [0, 1, 2], "kd": [0, 1, 2, 3, 4], "slkd": [0, 1, 2, 3, 4]}
+    assert seeds == {"vanilla": list(range(5)), "kd": list(range(10)), "slkd": list(range(10))}
     assert {p.config.epochs for p in main} == {300}
     matched = exp.plan("matched")
     kd_matched = [p for p in matched if p.labels["method"] == "kd_matched"]
     assert len(kd_matched) == 5 and {p.config.epochs for p in kd_matched} == {226}
     assert kd_matched[0].config.milestones == (196, 218)  # round(260 * 226 / 300), round(290 * 226 / 300)
     budgets = exp.plan("budgets")
-    assert sorted({p.config.epochs for p in budgets}) == [20, 60, 120, 300]
-    assert len(budgets) == 4 * 5 * 2
+    assert sorted({p.config.epochs for p in budgets}) == [20, 60, 80, 100, 120, 300]
+    assert len(budgets) == 6 * 5 * 2
     order = [p for p in exp.plan("ablations") if p.labels.get("axis") == "order"]
     assert sorted((p.labels["variant"], p.labels["seed"]) for p in order) == \
-        sorted((v, s) for v in ("easy_first", "hard_first", "random") for s in (0, 1, 2))
+        sorted((v, s) for v in ("easy_first", "hard_first", "random") for s in range(10))
     mse = {(p.labels["variant"], p.labels["seed"]): p.config for p in exp.plan("ablations")
            if p.labels.get("axis") == "mse"}
-    assert sorted(mse) == sorted((v, s) for v in ("on", "off") for s in (0, 1, 2))
-    for s in (0, 1, 2):  # "on" is the main SLKD run of that seed; "off" is the same run without the MSE term
+    assert sorted(mse) == sorted((v, s) for v in ("on", "off") for s in range(10))
+    for s in range(10):  # "on" is the main SLKD run of that seed; "off" is the same run without the MSE term
         assert mse["on", s].run_id == next(p.config.run_id for p in main if p.labels["method"] == "slkd"
                                            and p.labels["seed"] == s)
         off = mse["off", s].to_dict()
         assert off["losses"]["mse"]["weight"] == 0.0 and mse["on", s].to_dict()["losses"]["mse"]["weight"] == 0.05
     pacing = {(p.labels["variant"], p.labels["seed"]): p.config for p in exp.plan("ablations")
               if p.labels.get("axis") == "pacing"}
-    assert sorted(pacing) == sorted((v, s) for v in ("authors", "full") for s in (0, 1, 2))
-    for s in (0, 1, 2):  # "full": the same run but every image in every phase
+    assert sorted(pacing) == sorted((v, s) for v in ("authors", "full") for s in range(10))
+    for s in range(10):  # "full": the same run but every image in every phase
         assert pacing["authors", s].run_id == mse["on", s].run_id
         assert pacing["full", s].to_dict()["curriculum"]["pacing"] == "full"
-    assert len(exp.all_configs()) == 61
+    # 1 teacher + 5 vanilla + 10 x (KD, SLKD, hard first, random, no MSE, full) + 5 x 226-epoch KD
+    # + 5 x 2 x (20, 60, 80, 100, 120) budget runs
+    assert len(exp.all_configs()) == 1 + 5 + 60 + 5 + 50 == 121
 
 
 def test_matched_steps_must_match_slkds_steps(tmp_path):
