@@ -6,7 +6,7 @@ the same vanilla (CE) run on cifar10-5k (or random images of its shape when the 
 and matmuls in bf16, which AVX-512 BF16 and AMX run natively), and times ``train_epoch`` on the same pool in
 ``--rounds`` interleaved rounds, so that load from other jobs hits both alike. It prints and writes img/s of
 each and the ratio (median over rounds). Accuracy is not measured here: a bf16 default needs a paired-seed
-comparison of trained runs (README, Speed).
+comparison of trained runs (docs/speed.md).
 
     python benchmarks/bench_bf16_cpu.py [--models resnet8 resnet20] [--steps 20] [--rounds 3] [--threads 1]
 """

@@ -9,7 +9,7 @@ and on a GPU has the same id in two stores. This script reads both records and r
   order, and the largest absolute difference of the snapshot's scores;
 * the last-epoch test top-1 of each and their difference.
 
-Used for the ``cpu300`` profile (README, "Where each run was trained"), with records committed under
+Used for the ``cpu300`` profile (docs/results-cpu300.md, "Where each run was trained"), with records committed under
 ``results/benchmarks/device_equivalence/``:
 
 1. the method, with the weights held almost still (lr 1e-6, so that arithmetic differences cannot grow):

@@ -126,7 +126,7 @@ def cmd_train(args) -> int:
     print(f"  test top-1: last {s['last_top1']:.2f}  best {s['best_top1']:.2f} (epoch {s['best_epoch']})  "
           f"epochs {s['epochs']}  iterations {s['iterations']}  wall {s['wall_seconds']:.1f}s")
     if s.get("flags"):
-        print(f"  warning: {', '.join(s['flags'])} (see README, Health flags)")
+        print(f"  warning: {', '.join(s['flags'])} (see docs/run-store.md, Health flags)")
     return 0
 
 
@@ -192,7 +192,7 @@ def cmd_download(args) -> int:
         except network as err:
             reason = getattr(err, "reason", None) or err
             raise UserError(f"{args.name}: the download failed ({reason}). Check the internet connection, or put "
-                            "the files under --root by hand (README, Data sets)") from None
+                            "the files under --root by hand (docs/data-and-models.md)") from None
         print(f"{args.name} {'train' if split else 'test'}: {len(ds)} images of shape {ds.image_shape}, "
               f"{ds.num_classes} classes")
     return 0
@@ -261,7 +261,7 @@ def make_parser() -> argparse.ArgumentParser:
                                    "without training; an unfinished one resumes from its last epoch. A student's "
                                    "teacher is trained first when it is not in the store; its epochs and recipe "
                                    "are the student's unless teacher.* sets them. Keys: see kdrepro/config.py and "
-                                   "the README (losses.<term>.<param>, curriculum.<key>, lr, epochs, ...).")
+                                   "docs/config-reference.md (losses.<term>.<param>, curriculum.<key>, lr, epochs, ...).")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file of run-config keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key; repeatable; dotted keys reach nested sections "

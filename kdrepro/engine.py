@@ -555,7 +555,7 @@ LOSS_EXPLOSION_FACTOR = 100.0
 
 
 def health_flags(metrics: list[dict], num_classes: int | None) -> list[str]:
-    """Warnings about a finished run that the NaN guard does not catch (README, "Health flags"):
+    """Warnings about a finished run that the NaN guard does not catch (docs/run-store.md, "Health flags"):
 
     * ``chance_level``: the last epoch's test top-1 is within 1.5x of chance (100 / classes), e.g. a
       collapse to one class;

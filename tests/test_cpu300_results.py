@@ -25,7 +25,7 @@ from kdrepro import experiments
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "results" / "runs"
 TABLES = ROOT / "results" / "cpu300" / "tables"
-PROFILE_RUNS = 121  # kdrepro/profiles/cpu300.yaml: the count its comment and the README give
+PROFILE_RUNS = 121  # kdrepro/profiles/cpu300.yaml: the count its comment and docs/results-cpu300.md give
 FIRST_STUDY_RUNS = 61  # the five-seed study, complete before the extension (docs/analysis-plan-cpu300.md)
 # the seeds of the profile's ablation study (its `ablation_seeds` line): notebook 04 compares its runs on
 # these seeds only, so its SLKD - KD row leaves out the main study's seeds 3 and 4
@@ -296,16 +296,16 @@ def test_every_committed_student_was_taught_by_the_committed_teacher_weights(wei
     assert not wrong, f"students not taught by the committed teacher weights {expected}: {wrong}"
 
 
-README = ROOT / "README.md"
+RESULTS_PAGE = ROOT / "docs" / "results-cpu300.md"
 
 
-def test_readme_status_block_lists_exactly_the_finished_runs_with_their_own_numbers():
-    """The README's cpu300 status block (between ``<!-- cpu300-status -->`` markers) is what a reader sees
+def test_results_page_status_block_lists_exactly_the_finished_runs_with_their_own_numbers():
+    """The cpu300 results page's status block (between ``<!-- cpu300-status -->`` markers) is what a reader sees
     first: its count, and each row's epochs, seed, last/best top-1, optimizer steps and wall minutes, must be
     those of the run's committed ``summary.json``, and every finished run of the profile (teacher included)
     must be listed once. A block left behind after a harvest, or a number typed by hand, fails."""
-    block = re.search(r"<!-- cpu300-status -->\n(.*?)<!-- /cpu300-status -->", README.read_text(), re.S)
-    assert block, "README.md has no cpu300 status block"
+    block = re.search(r"<!-- cpu300-status -->\n(.*?)<!-- /cpu300-status -->", RESULTS_PAGE.read_text(), re.S)
+    assert block, f"{RESULTS_PAGE} has no cpu300 status block"
     text = block.group(1)
     count = re.match(r"(\d+) of (\d+) runs finished\.", text)
     assert count, f"the status block does not open with 'N of M runs finished.': {text[:80]!r}"
@@ -317,7 +317,7 @@ def test_readme_status_block_lists_exactly_the_finished_runs_with_their_own_numb
         assert run_id not in listed, f"{run_id} is listed twice"
         listed[run_id] = cells
         run = _load(RUNS / run_id)
-        assert run is not None, f"the README lists {run_id}, which is not committed and finished"
+        assert run is not None, f"{RESULTS_PAGE.name} lists {run_id}, which is not committed and finished"
         s = run[1]
         assert (int(cells[1]), int(cells[2])) == (s["epochs"], s["seed"]), run_id
         assert (float(cells[3]), float(cells[4])) == (round(s["last_top1"], 2), round(s["best_top1"], 2)), run_id
