@@ -330,6 +330,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .data import CorruptDatasetError, DatasetNotFoundError
     from .engine import CheckpointError, DataChangedError, TrainingDiverged
     from .experiments import ProfileError
+    from .models import CheckpointFileError
     from .pretrain import PretrainError
     from .reproduce import ReproduceError
     from .rundir import RunFileError
@@ -337,7 +338,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (UserError, FileNotFoundError, RunFileError, DataChangedError, CheckpointError, TrainingDiverged,
             RunLockedError, LockLostError, DatasetNotFoundError, CorruptDatasetError, ProfileError, PretrainError,
-            ReproduceError, OSError)
+            ReproduceError, CheckpointFileError, OSError)
 
 
 def _bug_report(err: BaseException) -> str:

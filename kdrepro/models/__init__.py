@@ -20,10 +20,13 @@ import torch
 
 from . import mobilenetv2, resnet, shufflenetv1, shufflenetv2, vgg, wrn
 from ._base import ClassifierNet, Features, check_positive_int
-from .checkpoint import CheckpointMismatchError, load_weights, read_state_dict
+from .checkpoint import (CheckpointFileError, CheckpointMismatchError, CheckpointReadError, load_weights,
+                         read_state_dict)
 
 __all__ = [
+    "CheckpointFileError",
     "CheckpointMismatchError",
+    "CheckpointReadError",
     "ClassifierNet",
     "Features",
     "count_parameters",
