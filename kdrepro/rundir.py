@@ -48,8 +48,13 @@ def _fs_problem(err: OSError) -> str:
     return f"{err.strerror or type(err).__name__}"
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Any], None]) -> None:
-    """Write ``data`` (bytes, text, or a function writing to a binary file object) to ``path`` atomically."""
+def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Any], None],
+                 fence: Callable[[], None] | None = None) -> None:
+    """Write ``data`` (bytes, text, or a function writing to a binary file object) to ``path`` atomically.
+
+    ``fence``, when given, is called after the temporary file is complete and immediately before it is
+    renamed over ``path``; an exception from it (the writer no longer owns the run) removes the temporary
+    file and leaves ``path`` as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -61,6 +66,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Any], No
                 fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
             os.fsync(fh.fileno())
+        if fence is not None:
+            fence()
         os.replace(tmp, path)
     except OSError as err:
         _unlink(tmp)
@@ -77,17 +84,17 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+def atomic_save(obj: Any, path: str | os.PathLike, fence: Callable[[], None] | None = None) -> None:
     """``torch.save`` through :func:`atomic_write`."""
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue(), fence)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, fence: Callable[[], None] | None = None) -> None:
+    atomic_write(path, json.dumps(obj, indent=2) + "\n", fence)
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -118,10 +125,15 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
 
 
 class RunDir:
-    """Every path of one run folder, and reading and writing its files."""
+    """Every path of one run folder, and reading and writing its files.
 
-    def __init__(self, path: str | os.PathLike):
+    ``fence`` (optional) guards every write made through this object: it is called immediately before each
+    file is renamed into place and raises when the writer may no longer write the run (the run store's
+    lock check, :meth:`kdrepro.runs.RunStore.fence`)."""
+
+    def __init__(self, path: str | os.PathLike, fence: Callable[[], None] | None = None):
         self.path = Path(path)
+        self.fence = fence
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -184,7 +196,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ reading and writing
     def write_config(self, config: dict) -> None:
-        write_json(self.config, config)
+        write_json(self.config, config, self.fence)
 
     def read_config(self) -> dict:
         data = read_json(self.config)
@@ -193,7 +205,7 @@ class RunDir:
         return data
 
     def write_summary(self, summary: dict) -> None:
-        write_json(self.summary, summary)
+        write_json(self.summary, summary, self.fence)
 
     def read_summary(self) -> dict:
         """The summary, or ``{}`` when the run is not finished."""
@@ -205,7 +217,7 @@ class RunDir:
         return data
 
     def write_metrics(self, rows: list[dict]) -> None:
-        atomic_write(self.metrics, "".join(json.dumps(m) + "\n" for m in rows))
+        atomic_write(self.metrics, "".join(json.dumps(m) + "\n" for m in rows), self.fence)
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.exists():
@@ -223,7 +235,7 @@ class RunDir:
 
     def save(self, obj: Any, path: Path) -> None:
         """``torch.save`` ``obj`` to ``path`` (inside this run folder), atomically."""
-        atomic_save(obj, path)
+        atomic_save(obj, path, self.fence)
 
     def load(self, path: Path, map_location=None) -> Any:
         """``torch.load(weights_only=True)`` of a run file, or :class:`RunFileError` naming it (never the

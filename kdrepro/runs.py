@@ -11,8 +11,14 @@ renews every :data:`HEARTBEAT` seconds. A lock is *stale*, and is taken over, wh
 (same host) or its heartbeat is older than ``stale_after`` seconds (any host: a killed job on another
 machine of a cluster). A process that finds a run (or the run's teacher) locked by a live process
 waits for it, with a message, up to ``wait`` seconds, and then reuses the finished run instead of
-training it again; :class:`RunLockedError` after the timeout. A holder that finds its token gone from
-the lock (another process took it over after a long stall) stops at the end of its epoch. What the
+training it again; :class:`RunLockedError` after the timeout.
+
+Fencing. Every file a training process writes into its run folder (checkpoint, metrics, snapshots,
+curriculum records, weights, summary) goes through a :class:`~kdrepro.rundir.RunDir` whose fence
+(:meth:`RunStore.fence`) re-reads the lock immediately before the file is renamed into place: a holder
+whose token is gone from the lock (another process took it over after this one stalled past the stale
+timeout) or whose run has a summary (finished, by whoever) raises :class:`LockLostError` and writes
+nothing; its temporary file is removed. A finished run is never written again. What the
 file system must support (a local disk, NFSv3 or later, Lustre, GPFS do): exclusive create, atomic
 rename, and modification times that other machines see; clocks of the machines within a minute.
 
@@ -148,13 +154,24 @@ class _Heartbeat:
                 pass
 
     def check(self) -> None:
+        """Raise :class:`LockLostError` when the heartbeat has seen the lock taken over."""
         if self.lost.is_set():
-            raise LockLostError(f"the lock {self.lock} was taken over by another process (this one stalled for "
-                                "longer than the stale timeout); stopping without writing further")
+            raise LockLostError(_lost_message(self.lock))
+
+    def holds(self) -> bool:
+        """Whether the lock file holds this token now (read from the file, not from the heartbeat)."""
+        info = _read_lock(self.lock)
+        return info is not None and info.get("token") == self.token
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def _lost_message(lock: Path) -> str:
+    return (f"the lock {lock} was taken over by another process (this one stalled for longer than the stale "
+            "timeout); stopping without writing further. The run is the other process's now: run the same "
+            "command again to get its result")
 
 
 @dataclass
@@ -276,6 +293,23 @@ class RunStore:
             info = _read_lock(lock)
             if info is not None and info.get("token") == token:
                 lock.unlink(missing_ok=True)
+
+    @staticmethod
+    def fence(beat: _Heartbeat, run_dir: Path) -> Callable[[], None]:
+        """The write fence of a run held through ``beat``: raises :class:`LockLostError` unless the lock
+        file still holds this process's token and the run has no summary yet."""
+        summary = RunDir(run_dir).summary
+
+        def check() -> None:
+            if not beat.holds():
+                beat.lost.set()
+                raise LockLostError(_lost_message(beat.lock))
+            if summary.exists():
+                raise LockLostError(f"run {run_dir.name} was finished by another process while this one "
+                                    "trained it; its files are left as they are. Run the same command again "
+                                    "to get its result")
+
+        return check
 
     # ------------------------------------------------------------------ reading
     def status(self, cfg_or_dir: RunConfig | Path) -> str:
@@ -411,9 +445,9 @@ class RunStore:
         from .engine import Trainer
 
         fresh = not d.exists()
+        rd = RunDir(d, fence=self.fence(beat, d))
         try:
-            trainer = Trainer(cfg, d, teacher=teacher, cache_dir=self.cache_dir, log=log)
-            rd = RunDir(d)
+            trainer = Trainer(cfg, rd, teacher=teacher, cache_dir=self.cache_dir, log=log)
             d.mkdir(parents=True, exist_ok=True)
             if not rd.config.exists():
                 rd.write_config(cfg.to_dict())
