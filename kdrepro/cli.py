@@ -62,47 +62,11 @@ def build_config(config_file: str | None, sets: list[str], device: str | None = 
     return RunConfig.from_dict(data).resolved()
 
 
-# ------------------------------------------------------------------------------------------------ plan
-
-
-def _describe_run(cfg: RunConfig) -> str:
-    terms = "+".join(cfg.active_terms())
-    cur = cfg.curriculum
-    curriculum = (f", curriculum {cur['score']}/{cur['order']}/{cur['pacing']}" if cur else "")
-    return f"{cfg.model}, {cfg.epochs} epochs, losses {terms}{curriculum}"
-
-
-def plan_lines(store, cfg: RunConfig, given: dict) -> list[str]:
-    """What ``train`` will do, teacher first: each run's id, what it trains and its state in the store."""
-    chain = [cfg]
-    while chain[-1].has_teacher_run:
-        chain.append(chain[-1].teacher_config())
-    lines = [f"plan ({store.runs_dir}):"]
-    for i, c in enumerate(reversed(chain), 1):
-        status = store.status(c)
-        owner = store.owner(c) if status != "finished" else None
-        state = {"finished": "finished: reused, not trained", "partial": "partial: resumes from its last epoch",
-                 "new": "new: trained now"}[status]
-        if owner is not None:
-            state = f"being trained by process {owner[1]} on {owner[0]}: waited for, then reused"
-        role = "teacher" if c is not cfg else cfg.method
-        where = ""
-        if c is not cfg:
-            given_teacher = given.get("teacher") or {}
-            if "epochs" in given_teacher:
-                where = " (epochs from teacher.epochs)"
-            elif "epochs" in given:
-                where = " (epochs: the student's, as no teacher.epochs is set)"
-            else:
-                where = f" (epochs: the {c.recipe} recipe's)"
-        lines.append(f"  {i}. {role:<7} {c.run_id}  {_describe_run(c)}{where}  [{state}]")
-    return lines
-
-
 # ------------------------------------------------------------------------------------------------ commands
 
 
 def cmd_train(args) -> int:
+    from .executors.planning import plan_lines
     from .runs import RunStore
 
     given = merge(_load_config_file(args.config) if args.config else {}, parse_overrides(args.set or []))
@@ -114,7 +78,7 @@ def cmd_train(args) -> int:
     if args.dry_run:
         print(json.dumps({"run_id": cfg.run_id, "status": before, "config": cfg.to_dict()}, indent=2))
         return 0
-    from .executors import _terminate_as_interrupt
+    from .executors.local import _terminate_as_interrupt
 
     # SIGTERM or SIGHUP (`kill`, a scheduler's worker being stopped) stops the run as Ctrl-C does: its lock is
     # released and the run resumes from its last finished epoch
@@ -330,14 +294,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .data import CorruptDatasetError, DatasetNotFoundError
     from .engine import CheckpointError, DataChangedError, TrainingDiverged
     from .experiments import ProfileError
+    from .executors import RunsFailedError
     from .models import CheckpointFileError
-    from .pretrain import PretrainError
     from .reproduce import ReproduceError
     from .rundir import RunFileError
     from .runs import LockLostError, RunLockedError
 
     return (UserError, FileNotFoundError, RunFileError, DataChangedError, CheckpointError, TrainingDiverged,
-            RunLockedError, LockLostError, DatasetNotFoundError, CorruptDatasetError, ProfileError, PretrainError,
+            RunLockedError, LockLostError, DatasetNotFoundError, CorruptDatasetError, ProfileError, RunsFailedError,
             ReproduceError, CheckpointFileError, OSError)
 
 

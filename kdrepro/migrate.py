@@ -201,7 +201,7 @@ def plan_folder(d: Path, data_root: str | None = None) -> tuple[dict, RunConfig]
 def migrate_store(results: str | os.PathLike, dry_run: bool = False, data_root: str | None = None,
                   log: Callable[[str], None] = print) -> list[Migration]:
     """Migrate every run folder of ``<results>/runs``; return what was (or, with ``dry_run``, would be) done."""
-    from .runs import RunStore, lock_owner
+    from .runs import RunStore
 
     store = RunStore(results)
     runs = store.runs_dir
@@ -223,7 +223,7 @@ def migrate_store(results: str | os.PathLike, dry_run: bool = False, data_root: 
             except (ConfigError, RunFileError) as err:
                 out.append(Migration(d.name, None, "skipped", str(err)))
             continue
-        if lock_owner(d.with_name(f"{d.name}.lock"), store.stale_after) is not None:
+        if store.owner(d.name) is not None:
             out.append(Migration(d.name, None, "skipped", "a live process is training it; migrate it when it is done"))
             continue
         try:

@@ -6,7 +6,7 @@
                                 [--seeds 0 1 2] [--device auto] [--store-in-place] [--jobs N [--train-only]]
 
 ``--jobs N`` first trains every run of the profile that is not in the run store yet with N parallel
-worker processes (:mod:`kdrepro.pretrain`); the notebooks then read every run from the store. Without it
+worker processes (:class:`kdrepro.executors.LocalExecutor`); the notebooks then read every run from the store. Without it
 the notebooks train missing runs themselves, one at a time. ``--train-only`` stops after that step.
 
 ``--executor slurm --slurm-partition P [--gpus-per-job 1] [--time 240] ...`` submits those runs to a
@@ -40,9 +40,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .executors import EXECUTORS, ExecutorError, SlurmOptions
+from .executors import EXECUTORS, ExecutorError, RunsFailedError, SlurmOptions
 from .experiments import ProfileError, load_profile
-from .pretrain import PretrainError
 
 KERNEL = "python3"
 
@@ -397,7 +396,7 @@ def run_from_args(args) -> int:
                   args.store_in_place, args.notebooks_dir, jobs=args.jobs, train_only=args.train_only,
                   train=not args.no_train,
                   executor=args.executor, slurm=slurm)
-    except (ProfileError, ReproduceError, PretrainError, ExecutorError) as err:
+    except (ProfileError, ReproduceError, RunsFailedError, ExecutorError) as err:
         print(f"kdrepro.reproduce: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

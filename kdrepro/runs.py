@@ -215,15 +215,18 @@ class RunStore:
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
-    def run_dir(self, cfg: RunConfig) -> Path:
-        return self.runs_dir / cfg.run_id
+    def run_dir(self, run: RunConfig | str) -> Path:
+        """The folder of a run given by its config or its run id."""
+        return self.runs_dir / (run if isinstance(run, str) else run.run_id)
 
-    def lock_path(self, cfg: RunConfig) -> Path:
-        return self.runs_dir / f"{cfg.run_id}.lock"
+    def lock_path(self, run: RunConfig | str) -> Path:
+        """``<runs>/<run id>.lock`` of a run given by its config or its run id."""
+        return self.runs_dir / f"{run if isinstance(run, str) else run.run_id}.lock"
 
-    def owner(self, cfg: RunConfig) -> tuple[str, int] | None:
-        """The live holder of ``cfg``'s lock, if any."""
-        return lock_owner(self.lock_path(cfg), self.stale_after)
+    def owner(self, run: RunConfig | str) -> tuple[str, int] | None:
+        """``(host, pid)`` of the live holder of a run's lock (config or run id), None when it is free or stale
+        under this store's ``stale_after``; every caller asks here, so ``KDREPRO_LOCK_STALE`` holds everywhere."""
+        return lock_owner(self.lock_path(run), self.stale_after)
 
     # ------------------------------------------------------------------ locks
     def _try_lock(self, lock: Path) -> str | None:
@@ -312,8 +315,9 @@ class RunStore:
         return check
 
     # ------------------------------------------------------------------ reading
-    def status(self, cfg_or_dir: RunConfig | Path) -> str:
-        d = self.run_dir(cfg_or_dir) if isinstance(cfg_or_dir, RunConfig) else Path(cfg_or_dir)
+    def status(self, run: RunConfig | str | Path) -> str:
+        """``new``, ``partial`` or ``finished`` of a run given by its config, its run id or its folder."""
+        d = self.run_dir(run) if isinstance(run, (RunConfig, str)) else Path(run)
         return RunDir(d).status()
 
     def resolve(self, run: str | Path) -> Path:
@@ -412,7 +416,7 @@ class RunStore:
                 metrics = rd.read_metrics()
                 summary = rd.read_summary()
                 last = summary.get("last_top1", metrics[-1]["test_top1"] if metrics else None)
-                owner = lock_owner(rd.lock, self.stale_after)
+                owner = self.owner(d.name)
                 status = rd.status() if owner is None or rd.status() == "finished" else "running"
                 rows.append({"run_id": d.name, "status": status, "method": cfg.method, "dataset": cfg.dataset,
                              "model": cfg.model, "seed": cfg.seed, "label": cfg.label(),

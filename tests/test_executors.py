@@ -20,10 +20,10 @@ import pytest
 
 import kdrepro  # noqa: F401  (the torchvision guard)
 from kdrepro import reproduce
-from kdrepro.executors import (JobRecord, SlurmExecutor, SlurmOptions, TrainRun, annotate_run_rows, job_state,
-                               launch, plan_jobs, read_records, slurm_states, submission_groups, train_run_for)
+from kdrepro.executors import (JobRecord, LocalExecutor, RunsFailedError, SlurmExecutor, SlurmOptions, TrainRun,
+                               annotate_run_rows, job_state, launch, plan_jobs, read_records, slurm_states,
+                               submission_groups, train_run_for)
 from kdrepro.experiments import Experiment
-from kdrepro.pretrain import PretrainError, pretrain
 from kdrepro.runs import RunLockedError, RunStore
 
 try:
@@ -34,6 +34,11 @@ needs_submitit = pytest.mark.skipif(submitit is None, reason="needs the cluster 
 
 TIMING_KEYS = {"train_seconds", "wall_seconds"}
 SUMMARY_KEYS = ("last_top1", "best_top1", "best_epoch", "iterations", "images_seen")
+
+
+def train_locally(configs, results, jobs=1, launcher="process", poll=2.0, **kwargs):
+    """Every unfinished run of ``configs`` trained by the local executor (``kdrepro reproduce --jobs``)."""
+    return launch(configs, results, LocalExecutor(jobs, launcher=launcher, poll=poll), **kwargs)
 
 
 def _strip_times(rows):
@@ -87,8 +92,8 @@ def test_submitit_local_executor_trains_the_same_runs_as_the_local_path(tmp_path
     exp, _ = _smoke_subset(tmp_path)
     logs, jobs_dir = tmp_path / "smoke" / "logs", tmp_path / "smoke" / "jobs"
     lines = []
-    trained = pretrain(configs, tmp_path, jobs=2, logs_dir=logs, jobs_dir=jobs_dir, launcher="submitit",
-                       log=lines.append, poll=0.2)
+    trained = train_locally(configs, tmp_path, jobs=2, logs_dir=logs, jobs_dir=jobs_dir, launcher="submitit",
+                            log=lines.append, poll=0.2)
     assert sorted(trained) == sorted(c.run_id for c in configs)
     assert not list(exp.store.runs_dir.glob("*.lock"))
     # the summary table, run by run, equals the one of the runs trained one at a time
@@ -153,9 +158,9 @@ def test_a_killed_job_fails_and_its_resubmission_resumes_to_the_same_metrics(tmp
 
     def first_submission():
         try:
-            pretrain([teacher, slkd], tmp_path, jobs=1, logs_dir=logs, jobs_dir=jobs_dir, launcher="submitit",
-                     log=lines.append, poll=0.2)
-        except PretrainError as err:
+            train_locally([teacher, slkd], tmp_path, jobs=1, logs_dir=logs, jobs_dir=jobs_dir, launcher="submitit",
+                          log=lines.append, poll=0.2)
+        except RunsFailedError as err:
             errors.append(err)
 
     worker = threading.Thread(target=first_submission)
@@ -172,8 +177,8 @@ def test_a_killed_job_fails_and_its_resubmission_resumes_to_the_same_metrics(tmp
     assert job_state(rec, "partial", store.owner(slkd)) == ("failed", rec.note)
 
     # submitted again: the dead process's lock is taken over and the run resumes from its checkpoint
-    assert pretrain([teacher, slkd], tmp_path, jobs=1, logs_dir=logs, jobs_dir=jobs_dir, launcher="submitit",
-                    log=lines.append, poll=0.2) == [slkd.run_id]
+    assert train_locally([teacher, slkd], tmp_path, jobs=1, logs_dir=logs, jobs_dir=jobs_dir, launcher="submitit",
+                         log=lines.append, poll=0.2) == [slkd.run_id]
     text = (logs / f"{slkd.run_id}.log").read_text()
     done = int(re.search(r"resuming \S+ after epoch (\d+)/7", text).group(1))
     assert 2 <= done < 7

@@ -1,4 +1,4 @@
-"""Training a profile's runs in parallel workers (kdrepro.pretrain), run locks, the per-axis and budget
+"""Training a profile's runs in parallel workers (the local executor, kdrepro.executors), run locks, the per-axis and budget
 seeds of a profile, and the teacher scores that notebook 06 keeps beside the teacher run."""
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ import yaml
 import kdrepro  # noqa: F401  (the torchvision guard)
 from kdrepro import experiments, report
 from kdrepro.cache import cache_group, cache_ready, group_marker, mark_ready
-from kdrepro.executors import cache_build_threads, cache_built
+from kdrepro.executors import (LocalExecutor, RunsFailedError, cache_build_threads, cache_built, launch, plan_jobs,
+                               uses_logit_cache)
 from kdrepro.experiments import Experiment, ProfileError
-from kdrepro.pretrain import PretrainError, plan_jobs, pretrain, uses_logit_cache
 from kdrepro.runs import RunLockedError, RunStore
+
+
+def train_locally(configs, results, jobs=1, launcher="process", poll=2.0, **kwargs):
+    """Every unfinished run of ``configs`` trained by the local executor (``kdrepro reproduce --jobs``)."""
+    return launch(configs, results, LocalExecutor(jobs, launcher=launcher, poll=poll), **kwargs)
 
 
 def _profile(tmp_path, **changes):
@@ -277,14 +282,14 @@ def test_a_short_stale_timeout_renews_the_lock_in_time_and_bad_timeouts_are_one_
 
 
 @pytest.mark.slow
-def test_pretrain_with_two_workers_equals_training_one_run_at_a_time(tmp_path):
+def test_local_executor_with_two_workers_equals_training_one_run_at_a_time(tmp_path):
     exp = Experiment("smoke", results_dir=tmp_path / "parallel")
     pair = exp.profile.pairs[0]
     configs = [exp.student_config("digits", pair, m, s) for m, s in
                (("kd", 0), ("kd", 1), ("slkd", 0), ("ce", 0))]
     configs.insert(0, configs[0].teacher_config())
     lines = []
-    trained = pretrain(configs, tmp_path / "parallel", jobs=2, logs_dir=tmp_path / "logs", log=lines.append)
+    trained = train_locally(configs, tmp_path / "parallel", jobs=2, logs_dir=tmp_path / "logs", log=lines.append)
     assert sorted(trained) == sorted(c.run_id for c in configs)
     assert len(list((tmp_path / "parallel" / "cache").glob("teacher-logits-*.pt"))) == 1
     builds = [c.run_id for c in configs if "logit cache built" in (tmp_path / "logs" / f"{c.run_id}.log").read_text()]
@@ -293,7 +298,7 @@ def test_pretrain_with_two_workers_equals_training_one_run_at_a_time(tmp_path):
     marker = group_marker(tmp_path / "parallel" / "cache", cache_group(configs[1]))
     assert json.loads(marker.read_text()) == {"file": cache_file.name}  # the builder said where the file is
     assert not list((tmp_path / "parallel" / "runs").glob("*.lock"))
-    assert pretrain(configs, tmp_path / "parallel", jobs=2, log=lines.append) == []  # all in the store
+    assert train_locally(configs, tmp_path / "parallel", jobs=2, log=lines.append) == []  # all in the store
 
     # one at a time, in a second store that starts from the same teacher (copied, not retrained)
     sequential = RunStore(tmp_path / "sequential")
@@ -306,7 +311,7 @@ def test_pretrain_with_two_workers_equals_training_one_run_at_a_time(tmp_path):
         assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=1e-5)
 
 
-def test_pretrain_reports_a_failed_run_and_skips_its_dependants(tmp_path):
+def test_local_executor_reports_a_failed_run_and_skips_its_dependants(tmp_path):
     from kdrepro.config import RunConfig
 
     exp = Experiment("smoke", results_dir=tmp_path)
@@ -316,8 +321,8 @@ def test_pretrain_reports_a_failed_run_and_skips_its_dependants(tmp_path):
     bad = RunConfig.from_dict({**good.to_dict(), "teacher": {**pair.teacher, "lr": 1e6, "epochs": 1}}).resolved()
     vanilla = exp.student_config("digits", pair, "ce", 0, epochs=1)
     lines = []
-    with pytest.raises(PretrainError, match="runs that did not finish") as err:
-        pretrain([bad.teacher_config(), bad, vanilla], tmp_path, jobs=2, log=lines.append, poll=0.2)
+    with pytest.raises(RunsFailedError, match="runs that did not finish") as err:
+        train_locally([bad.teacher_config(), bad, vanilla], tmp_path, jobs=2, log=lines.append, poll=0.2)
     assert bad.teacher_config().run_id in str(err.value) and bad.run_id in str(err.value)
     assert any("skipped" in line and bad.run_id in line for line in lines)
     assert RunStore(tmp_path).status(RunStore(tmp_path).run_dir(vanilla)) == "finished"

@@ -1,0 +1,258 @@
+"""The local executor: worker processes on this machine, started in plan order as their dependencies
+finish (``kdrepro reproduce --profile cpu --jobs 2``, before the notebooks read the runs).
+
+On a CPU with few cores, single-threaded workers (the ``cpu`` profile sets ``num_threads: 1``) train more
+runs per hour than one process using every core, because small CIFAR convolutions do not keep several
+threads busy. On a GPU, small models leave it mostly idle between kernel launches, so several workers can
+share one (``--device cuda --jobs 12``: each worker its own process and CUDA context).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..rundir import RunFileError
+from .base import DEFAULT_REQUEUES, Executor, RunsFailedError, Submission
+from .job import require_submitit, train_run_for
+from .planning import PlannedRun, cache_build_threads, cache_built
+from .records import JobRecord, _now, _run_info
+from .states import _pickled_outcome
+
+#: a local worker that never finishes is not the scheduler's business: submitit's LocalExecutor kills a job
+#: after ``timeout_min`` (2 min by default), so the local launcher sets it out of reach (30 days)
+_LOCAL_TIMEOUT_MIN = 30 * 24 * 60
+
+
+class _Worker:
+    """A started run of the local executor."""
+
+    job_id: str
+
+    def poll(self) -> int | None:  # None while running, else 0 for success
+        raise NotImplementedError
+
+    def terminate(self) -> None:
+        raise NotImplementedError
+
+    def wait(self) -> None:
+        raise NotImplementedError
+
+
+class _ProcessWorker(_Worker):
+    """``python -m kdrepro train --config <cfg.json> --results <results>``, output to the run's log."""
+
+    def __init__(self, job: PlannedRun, tmp: Path, results: Path):
+        cfg_file = tmp / f"{job.run_id}.json"
+        cfg_file.write_text(json.dumps(job.cfg.to_dict()))
+        with open(job.log, "a") as fh:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kdrepro", "train", "--config", str(cfg_file),
+                                          "--results", str(results)], stdout=fh, stderr=subprocess.STDOUT)
+        self.job_id = str(self.proc.pid)
+        self.stdout = self.stderr = self.result = None
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+
+    def wait(self) -> None:
+        self.proc.wait()
+
+
+class _SubmititWorker(_Worker):
+    """A :class:`TrainRun` job of submitit's ``LocalExecutor`` (a controller process and the job's process)."""
+
+    def __init__(self, executor, job: PlannedRun, results: Path):
+        self.job = executor.submit(train_run_for(job.cfg, results, job.log))
+        self.job_id = str(self.job.job_id)
+        self.stdout, self.stderr = str(self.job.paths.stdout), str(self.job.paths.stderr)
+        self.result = str(self.job.paths.result_pickle)
+        self._code: int | None = None
+
+    def poll(self) -> int | None:
+        if self._code is None and self.job.done():
+            # the job's process writes its result file before it exits; none: it was killed
+            path = self.job.paths.result_pickle
+            self._code = 0 if path.exists() and _pickled_outcome(path) == "success" else 1
+        return self._code
+
+    def terminate(self) -> None:
+        self.job.cancel(check=False)
+
+    def wait(self) -> None:
+        proc = getattr(self.job, "_process", None)
+        if proc is not None:
+            proc.wait()
+
+
+class LocalExecutor(Executor):
+    """``jobs`` worker processes on this machine, started in plan order as their dependencies finish.
+
+    Runs locked by another process (:class:`kdrepro.runs.RunLockedError`) are waited for, and count toward
+    the ``jobs`` limit. A worker's output goes to ``<logs>/<run id>.log``. A failed run is reported with its
+    log and its dependants are skipped; the other runs go on, and :class:`RunsFailedError` names the failed
+    runs at the end. Interrupting (Ctrl-C, SIGTERM, SIGHUP) stops the workers; every run resumes from its
+    last finished epoch next time.
+
+    ``launcher``: ``"process"`` (``python -m kdrepro train``; needs nothing beyond kdrepro) or ``"submitit"``
+    (a :class:`TrainRun` job of submitit's ``LocalExecutor``: the job body of the Slurm executor).
+    """
+
+    def __init__(self, jobs: int = 1, launcher: str = "process", poll: float = 2.0):
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, got {jobs}")
+        if launcher not in ("process", "submitit"):
+            raise ValueError(f"launcher must be 'process' or 'submitit', got {launcher!r}")
+        self.jobs, self.launcher, self.poll = jobs, launcher, poll
+        self.name = "local" if launcher == "process" else "submitit-local"
+
+    def describe(self) -> str:
+        how = "python -m kdrepro train" if self.launcher == "process" else "submitit LocalExecutor jobs"
+        return f"{self.jobs} worker(s) on this machine ({how}); each run starts after the runs it waits for"
+
+    def _record(self, sub: Submission, job: PlannedRun, **changes) -> None:
+        if sub.jobs_dir is None:
+            return
+        rec = job.record
+        if rec is None:
+            rec = job.record = JobRecord(job.run_id, self.name, None, _now(), socket.gethostname(),
+                                         str((sub.logs / f"{job.run_id}.log").absolute()), needs=sorted(job.needs),
+                                         resources={"workers": self.jobs}, scheduler_pid=os.getpid(),
+                                         run=_run_info(job.cfg))
+        for k, v in changes.items():
+            setattr(rec, k, v)
+        with contextlib.suppress(RunFileError):
+            rec.write(sub.jobs_dir)
+
+    def execute(self, plan: list[PlannedRun], sub: Submission) -> list[str]:
+        store, results, logs, log = sub.store, sub.results, sub.logs, sub.log
+        waiting = list(plan)
+        total, finished_before = len(waiting), sub.total_runs - len(waiting)
+        executor = None
+        if self.launcher == "submitit":
+            submitit = require_submitit("--executor submitit-local")
+            folder = (sub.jobs_dir or logs.parent / "jobs") / "submitit" / "%j"
+            executor = submitit.LocalExecutor(folder=folder, max_num_timeout=DEFAULT_REQUEUES)
+            executor.update_parameters(timeout_min=_LOCAL_TIMEOUT_MIN)
+        log(f"train: {sub.total_runs} runs, {finished_before} already in the store, {total} to train with "
+            f"{self.jobs} worker(s); logs in {logs}")
+        if not waiting:
+            return []
+        logs.mkdir(parents=True, exist_ok=True)
+        for job in waiting:
+            self._record(sub, job)
+        running: list[PlannedRun] = []
+        done: set[str] = set()
+        failed: dict[str, str] = {}
+        t0 = time.time()
+        with tempfile.TemporaryDirectory(prefix="kdrepro-workers-") as tmp, _terminate_as_interrupt():
+            try:
+                while waiting or running:
+                    for job in list(running):
+                        if job.worker.poll() is None:
+                            continue
+                        running.remove(job)
+                        run_id = job.run_id
+                        minutes = (time.time() - job.started) / 60
+                        if job.worker.poll() == 0 and store.status(run_id) == "finished":
+                            done.add(run_id)
+                            self._record(sub, job, outcome="finished")
+                            s = store.load(run_id).summary
+                            log(f"[{len(done) + len(failed)}/{total}] {run_id}: last {s['last_top1']:.2f}, "
+                                f"best {s['best_top1']:.2f} ({minutes:.1f} min; {(time.time() - t0) / 60:.0f} min so far)")
+                        elif store.owner(job.run_id) is not None:
+                            waiting.append(job)  # another process holds it: wait for that, then start again
+                        else:
+                            failed[run_id] = str(job.log)
+                            self._record(sub, job, outcome="failed", note=f"exit {job.worker.poll()}; see {job.log}")
+                            log(f"[{len(done) + len(failed)}/{total}] {run_id} FAILED (exit {job.worker.poll()}); "
+                                f"see {job.log}")
+                    for job in waiting:  # a group's cache file is there: its runs need not wait for its builder
+                        if cache_built(job):
+                            self._record(sub, job, needs=sorted(job.needs))
+                    for job in list(waiting):  # dependants of failed runs cannot run
+                        lost = job.needs & set(failed)
+                        if lost:
+                            waiting.remove(job)
+                            failed[job.run_id] = f"not started: needs {', '.join(sorted(lost))}"
+                            self._record(sub, job, outcome="skipped", note=f"not started: {', '.join(sorted(lost))} failed")
+                            log(f"[{len(done) + len(failed)}/{total}] {job.run_id} skipped: "
+                                f"{', '.join(sorted(lost))} failed")
+                    # runs that another process is training count toward the limit: the machine is busy with them
+                    elsewhere = sum(1 for job in waiting if store.owner(job.run_id) is not None)
+                    for job in list(waiting):
+                        if len(running) + elsewhere >= self.jobs:
+                            break
+                        if not job.needs <= done:
+                            continue
+                        if store.status(job.run_id) == "finished":  # trained elsewhere meanwhile
+                            waiting.remove(job)
+                            done.add(job.run_id)
+                            continue
+                        if store.owner(job.run_id) is not None:
+                            continue
+                        waiting.remove(job)
+                        threads = cache_build_threads(job, waiting, len(running) + elsewhere, self.jobs)
+                        if threads:
+                            job.cfg = job.cfg.with_overrides(cache_threads=threads)
+                            log(f"  {job.run_id} builds the teacher-logit cache with {threads} threads "
+                                "(every other run waits for it)")
+                        running.append(self._start(job, Path(tmp), results, logs, executor))
+                        self._record(sub, job, job_id=job.worker.job_id, stdout=job.worker.stdout,
+                                     stderr=job.worker.stderr, result=job.worker.result)
+                        log(f"  start {job.run_id} ({job.cfg.epochs} epochs)")
+                    time.sleep(self.poll)
+            except BaseException:
+                for job in running:
+                    job.worker.terminate()
+                for job in running:
+                    job.worker.wait()
+                for job in [*running, *waiting]:
+                    self._record(sub, job, outcome="interrupted", note="interrupted before it finished")
+                raise
+        log(f"train: {len(done)} trained, {len(failed)} failed in {(time.time() - t0) / 60:.1f} min")
+        if failed:
+            raise RunsFailedError("runs that did not finish:\n" + "\n".join(f"  {k}: {v}" for k, v in failed.items()))
+        return sorted(done)
+
+    def _start(self, job: PlannedRun, tmp: Path, results: Path, logs: Path, executor) -> PlannedRun:
+        job.log = logs / f"{job.run_id}.log"
+        job.worker = (_ProcessWorker(job, tmp, results) if executor is None
+                      else _SubmititWorker(executor, job, results))
+        job.started = time.time()
+        return job
+
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt while the workers run, so that ``kill`` stops them too
+    (a background job in a non-interactive shell ignores SIGINT). Only the first signal interrupts: later
+    ones (``kill`` of a process group reaches a worker, and then its scheduler stops it again) are ignored
+    until the block ends, so that the cleanup they would cut short (releasing a run's lock, stopping the
+    workers) finishes."""
+    def handler(signum, _frame):
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave the signals alone
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
