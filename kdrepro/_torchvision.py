@@ -10,16 +10,16 @@ it define the two operator schemas that torchvision's ``_meta_registrations`` ex
 kernel: calling ``torchvision.ops.nms`` raises, which kdrepro never does.
 
 Every kdrepro module imports torchvision through :func:`import_torchvision` (or after importing
-``kdrepro``, whose ``__init__`` runs the guard), never directly.
+``kdrepro``, whose ``__init__`` installs :func:`install_import_hook`: the guard then runs when torchvision
+is first imported, so that ``import kdrepro`` itself does not import torch), never directly.
 """
 from __future__ import annotations
 
 import glob
+import importlib.abc
 import importlib.util
 import os
 import sys
-
-import torch
 
 _FALLBACK_LIBRARY = None  # keeps the torch.library.Library alive for the life of the process
 _EXTENSION_LOADED: bool | None = None
@@ -31,6 +31,8 @@ def ensure_torchvision_importable() -> bool:
     Idempotent; does nothing when torchvision is already imported.
     """
     global _FALLBACK_LIBRARY, _EXTENSION_LOADED
+    import torch
+
     if _EXTENSION_LOADED is not None:
         return _EXTENSION_LOADED
     if "torchvision" in sys.modules:
@@ -58,6 +60,8 @@ def ensure_torchvision_importable() -> bool:
 
 
 def _schema_exists(qualname: str) -> bool:
+    import torch
+
     namespace, name = qualname.split("::")
     return hasattr(getattr(torch.ops, namespace), name)
 
@@ -68,3 +72,30 @@ def import_torchvision():
     import torchvision
 
     return torchvision
+
+
+class _GuardFinder(importlib.abc.MetaPathFinder):
+    """Runs :func:`ensure_torchvision_importable` just before the first ``import torchvision``, then steps
+    aside (it finds nothing itself: the ordinary finders import torchvision)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            uninstall_import_hook()
+            ensure_torchvision_importable()
+        return None
+
+
+_HOOK = _GuardFinder()
+
+
+def install_import_hook() -> None:
+    """Make a later ``import torchvision`` safe without importing torch now (run at once if it is imported)."""
+    if "torchvision" in sys.modules:
+        ensure_torchvision_importable()
+    elif _HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _HOOK)
+
+
+def uninstall_import_hook() -> None:
+    if _HOOK in sys.meta_path:
+        sys.meta_path.remove(_HOOK)

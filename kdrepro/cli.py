@@ -205,7 +205,7 @@ def _seconds(text: str) -> float:
     return value
 
 def make_parser() -> argparse.ArgumentParser:
-    from . import reproduce
+    from . import reproduce_args
     from .runs import WAIT
 
     parser = argparse.ArgumentParser(
@@ -284,8 +284,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("reproduce", help="run a profile's notebooks headless (same as python -m kdrepro.reproduce)",
-                       description=reproduce.DESCRIPTION)
-    reproduce.add_arguments(p)
+                       description=reproduce_args.DESCRIPTION)
+    reproduce_args.add_arguments(p)
     p.set_defaults(func=cmd_reproduce)
     return parser
 

@@ -41,7 +41,7 @@ def test_torchvision_imports_through_the_package_in_a_fresh_process():
 
 
 def test_the_guard_runs_first_in_the_package_init():
-    """kdrepro/__init__ runs the guard before anything else, so every kdrepro module may import torchvision."""
+    """kdrepro/__init__ installs the guard before anything else, so every kdrepro module may import torchvision."""
     import ast
 
     body = ast.parse((ROOT / "kdrepro" / "__init__.py").read_text()).body
@@ -51,7 +51,7 @@ def test_the_guard_runs_first_in_the_package_init():
         assert all(a.name in ("os", "sys") for a in getattr(body[0], "names", [])), ast.dump(body[0])
         body = body[1:]
     assert isinstance(body[0], ast.ImportFrom) and body[0].module == "_torchvision"
-    assert isinstance(body[1], ast.Expr) and body[1].value.func.id == "ensure_torchvision_importable"
+    assert isinstance(body[1], ast.Expr) and body[1].value.func.id == "install_import_hook"
 
 
 def test_omp_threads_wait_passively_unless_the_user_says_otherwise():

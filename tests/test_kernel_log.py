@@ -1,0 +1,78 @@
+"""reproduce's log without the kernels' harmless messages, with every real kernel error still shown."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+from kdrepro.kernel_log import _copy_filtered, is_harmless
+
+TCP = ("[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication (including code "
+       "and outputs) is sent in plain text and is susceptible to eavesdropping.")
+KI = "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel."
+
+
+def test_only_the_two_known_messages_are_harmless():
+    assert is_harmless(TCP) and is_harmless(KI) and is_harmless("KeyboardInterrupt caught in kernel")
+    for line in ("Traceback (most recent call last):", "[IPKernelApp] ERROR | Exception in message handler:",
+                 "KeyboardInterrupt", "Kernel died", "RuntimeError: CUDA out of memory"):
+        assert not is_harmless(line), line
+
+
+def test_the_filter_copies_every_other_byte_in_order():
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    reader = threading.Thread(target=_copy_filtered, args=(r1, w2))
+    reader.start()
+    for piece in (f"{TCP}\nfirst real line\n{KI}\nsecond ".encode(), b"half\n", b"no newline at the end"):
+        os.write(w1, piece)
+    os.close(w1)
+    reader.join(5)
+    os.close(w2)
+    with os.fdopen(r2, "rb") as f:
+        assert f.read() == b"first real line\nsecond half\nno newline at the end"
+
+
+def _stderr_of(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+
+
+def test_child_processes_are_filtered_and_this_process_writes_directly():
+    out = _stderr_of(f"""
+        import subprocess, sys
+        from kdrepro.kernel_log import quiet_kernel_noise
+        with quiet_kernel_noise():
+            print("parent line", file=sys.stderr)
+            subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write({TCP!r} + '\\\\nTraceback: a real kernel error\\\\n' + {KI!r} + '\\\\n')"])
+        print("after", file=sys.stderr)
+        """)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.splitlines() == ["parent line", "Traceback: a real kernel error", "after"]
+
+
+def test_a_real_kernel_quiet_on_success_and_its_errors_still_show(tmp_path):
+    """A real notebook through papermill: no TCP warning in the log; what the kernel itself writes to its
+    standard error shows; a failing cell is reported by name and cell."""
+    import nbformat
+
+    for name, source in (("ok", "import os\nos.write(2, b'a real kernel message\\n')\nprint(1)"),
+                         ("bad", "raise ValueError('a real cell error')")):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    out = _stderr_of(f"""
+        from pathlib import Path
+        from kdrepro.reproduce import ReproduceError, run_notebook
+        t = Path({str(tmp_path)!r})
+        run_notebook(t / "ok.ipynb", t / "out", {{}}, t / "failed")
+        try:
+            run_notebook(t / "bad.ipynb", t / "out", {{}}, t / "failed")
+        except ReproduceError as err:
+            print("reported:", err)
+        """)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "without encryption" not in out.stderr
+    assert "a real kernel message" in out.stderr
+    assert "reported: notebook bad.ipynb failed in cell [1] (ValueError: a real cell error)" in out.stdout
