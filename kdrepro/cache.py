@@ -11,6 +11,12 @@ The key is the hash of the teacher's weights, the data set's fingerprint and the
 retrained teacher or another data set never hits a stale cache. Lookups equal a live teacher forward on
 the same view up to float16 rounding (``tests/test_cache.py``).
 
+A cache file holds ``{"logits": [N, V, C] float16, "sha256": <checksum of the logits' bytes>}``. Loading
+checks the shape and the checksum, and compares a sample of entries against a live forward of the teacher
+(:func:`spot_check`); a file that fails either (damaged, zeroed, written for other weights) is rebuilt, never
+trusted. A file of an earlier kdrepro (the bare tensor, no checksum) is used when its sample agrees with the
+teacher, and is rewritten with its checksum.
+
 Runs that read one teacher run's cache form a *cache group* (:func:`cache_group`). The first run of a group
 to load or build the file writes ``<cache>/groups/<group>.json`` naming it, so a scheduler can start the
 group's other runs as soon as the file exists rather than when the run that built it finishes
@@ -40,6 +46,38 @@ def state_dict_hash(model: torch.nn.Module) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def logits_checksum(logits: torch.Tensor) -> str:
+    """The sha256 of a logit tensor's bytes (on the CPU, contiguous), as hex."""
+    t = logits.detach().cpu().contiguous()
+    return hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()
+
+
+#: how many (image, view) entries :func:`spot_check` compares with a live teacher forward
+SPOT_CHECK = 64
+
+
+def spot_check(logits: torch.Tensor, teacher: torch.nn.Module, dataset, augment: CropFlip, device: torch.device,
+               channels_last: bool = False, count: int = SPOT_CHECK) -> bool:
+    """Whether ``count`` fixed, spread-out entries of ``logits`` (``[N, V, C]``) equal the teacher's live
+    logits on the same views, up to float16 rounding and the arithmetic of another device (1 % of the
+    largest logit)."""
+    n, v = logits.shape[:2]
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(n, generator=gen)[:count]
+    views = torch.randint(0, v, (len(idx),), generator=gen)
+    teacher = teacher.to(device).eval()
+    with torch.inference_mode():
+        x = dataset.normalize(augment.apply(dataset.images[idx].to(device), views.to(device)))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        live = teacher(x).float().cpu()
+    stored = logits[idx.to(logits.device), views.to(logits.device)].float().cpu()
+    if stored.shape != live.shape or not torch.isfinite(stored).all():
+        return False
+    scale = max(live.abs().max().item(), 1e-6)
+    return bool(((stored - live).abs() <= 1e-2 * scale).all())
 
 
 def cache_key(teacher: torch.nn.Module, dataset, augment: CropFlip) -> str:
@@ -135,16 +173,41 @@ class TeacherLogitCache:
         """Return ``(cache, hit)``; builds and saves atomically on a miss."""
         path = Path(cache_dir) / f"teacher-logits-{cache_key(teacher, dataset, augment)}.pt"
         if path.exists():
-            try:
-                logits = torch.load(path, map_location=device, weights_only=True)
-                if logits.shape[:2] == (len(dataset), augment.num_views):
-                    return cls(logits, augment, path), True
-            except Exception:  # a corrupt cache is rebuilt, never trusted
-                pass
+            logits, checked = _read_cache(path, device, (len(dataset), augment.num_views))
+            if logits is not None and spot_check(logits, teacher, dataset, augment, device, channels_last):
+                if not checked:  # an earlier kdrepro's file: keep it, with its checksum from now on
+                    _write_cache(logits, path)
+                return cls(logits, augment, path), True
         cache = cls.build(teacher, dataset, augment, device, progress=progress, channels_last=channels_last)
-        atomic_save(cache.logits.cpu(), path)
+        _write_cache(cache.logits, path)
         cache.path = path
         return cache, False
+
+
+def _write_cache(logits: torch.Tensor, path: Path) -> None:
+    cpu = logits.cpu()
+    atomic_save({"logits": cpu, "sha256": logits_checksum(cpu)}, path)
+
+
+def _read_cache(path: Path, device, shape: tuple[int, int]) -> tuple[torch.Tensor | None, bool]:
+    """``(logits, checksummed)`` of a cache file; ``(None, False)`` when it is damaged, of another shape, or
+    its checksum disagrees (it is then rebuilt, never trusted)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None, False
+    if isinstance(data, dict):
+        logits, checksum = data.get("logits"), data.get("sha256")
+        if not isinstance(logits, torch.Tensor) or checksum != logits_checksum(logits):
+            return None, False
+        checked = True
+    elif isinstance(data, torch.Tensor):
+        logits, checked = data, False
+    else:
+        return None, False
+    if logits.dim() != 3 or tuple(logits.shape[:2]) != shape or logits.dtype != torch.float16:
+        return None, False
+    return logits.to(device), checked
 
 
 def _quiet(progress: bool | None) -> bool | None:

@@ -110,8 +110,7 @@ def cmd_runs(args) -> int:
     print(header)
     print("-" * len(header))
     for r in rows:
-        last = f"{r['last_top1']:.2f}" if r["last_top1"] is not None else "-"
-        best = f"{r['best_top1']:.2f}" if r["best_top1"] is not None else "-"
+        last, best = _percent(r["last_top1"]), _percent(r["best_top1"])
         note = r["label"] + (f"  [{', '.join(r['flags'])}]" if r["flags"] else "")
         if r["problem"]:
             note = f"PROBLEM: {r['problem']}"
@@ -119,6 +118,11 @@ def cmd_runs(args) -> int:
             note += f"  [job {r['job']}; log {r['log']}]"
         print(f"{r['run_id']:<44} {r['status']:<9} {r['epochs']:>8} {last:>10} {best:>10}  {note}")
     return 0
+
+
+def _percent(value) -> str:
+    """A top-1 for the table: two decimals, ``-`` for none (or anything that is not a number)."""
+    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 def cmd_show(args) -> int:

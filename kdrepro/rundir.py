@@ -111,6 +111,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise RunFileError(path, f"cannot read ({err})") from None
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a value printed in a message is never long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     """Delete ``.*.tmp`` files left in ``folder`` (and its subfolders) by a process that was killed while
     writing; return how many. Only call it while holding the run's lock."""
@@ -232,6 +242,45 @@ class RunDir:
                 raise RunFileError(self.metrics, f"line {i} is not valid JSON ({err.msg}); the file is corrupt") from None
             rows.append(row)
         return rows
+
+    def check(self, run_id: str, epochs: int) -> None:
+        """Check that this run folder is what it says, else :class:`RunFileError` naming the mismatch: its
+        name is ``run_id`` (the id its config computes) and, once finished, its summary names the same run,
+        ``metrics.jsonl`` has one row per epoch (1..``epochs``, the config's), and the summary's epochs, last
+        and best top-1 are those rows'. A mismatch means a renamed or swapped folder, or a file lost or
+        damaged after the run finished."""
+        if self.name != run_id:
+            raise RunFileError(self.path, f"the folder's name is not the run id its config.json computes "
+                                          f"({run_id}): the folder was renamed or swapped with another. Move it "
+                                          f"back to {run_id}, or delete it to train that run again")
+        if self.summary.exists():
+            self._check_finished(run_id, epochs)
+
+    def _check_finished(self, run_id: str, epochs: int) -> None:
+        summary = self.read_summary()
+        named = summary.get("run_id")
+        if named is not None and named != run_id:
+            raise RunFileError(self.summary, f"names run {_short(named)}, not {run_id}: the file belongs to "
+                                             "another run. Delete the run folder to train it again")
+        rows = self.read_metrics()
+        if not all(isinstance(r, dict) and _number(r.get("test_top1")) for r in rows):
+            raise RunFileError(self.metrics, "a row is not an epoch record with a numeric test_top1; the file "
+                                             "is corrupt: delete the run folder to train it again")
+        if [r.get("epoch") for r in rows] != list(range(1, epochs + 1)):
+            raise RunFileError(self.metrics, f"holds {len(rows)} epoch rows, not epochs 1..{epochs} as the run's "
+                                             "config and summary say; the file is damaged: delete the run folder "
+                                             "to train it again")
+        for key in ("last_top1", "best_top1"):
+            if not _number(summary.get(key)):
+                raise RunFileError(self.summary, f"{key}={_short(summary.get(key))} is not a number; the file is "
+                                                 "damaged: delete the run folder to train it again")
+        expected = {"epochs": epochs, "last_top1": rows[-1]["test_top1"] if rows else None,
+                    "best_top1": max((r["test_top1"] for r in rows), default=None)}
+        for key, value in expected.items():
+            if summary.get(key) != value:
+                raise RunFileError(self.summary, f"{key}={_short(summary.get(key))} disagrees with metrics.jsonl "
+                                                 f"({_short(value)}); one of the files is damaged: delete the run "
+                                                 "folder to train it again")
 
     def save(self, obj: Any, path: Path) -> None:
         """``torch.save`` ``obj`` to ``path`` (inside this run folder), atomically."""

@@ -359,15 +359,24 @@ class RunStore:
         """A stored run by id, id prefix or path."""
         d = self.resolve(run)
         rd = RunDir(d)
-        try:
-            cfg = RunConfig.from_dict(rd.read_config(), where=str(rd.config))
-        except ConfigError as err:
-            raise RunFileError(rd.config, f"{err}") from None
+        cfg = self._checked_config(rd)
         summary = rd.read_summary()
         changed = self._teacher_changed(cfg, summary)
         if changed:
             summary = {**summary, "flags": [*summary.get("flags", []), "teacher_changed"]}
         return RunResult(cfg, d, summary)
+
+    @staticmethod
+    def _checked_config(rd: RunDir) -> RunConfig:
+        """The config of a run folder, after checking that the folder is what it says
+        (:meth:`~kdrepro.rundir.RunDir.check`); else :class:`RunFileError` naming the file and the mismatch."""
+        try:
+            cfg = RunConfig.from_dict(rd.read_config(), where=str(rd.config))
+            run_id = cfg.run_id
+        except ConfigError as err:
+            raise RunFileError(rd.config, f"{err}") from None
+        rd.check(run_id, cfg.epochs)
+        return cfg
 
     def _teacher_changed(self, cfg: RunConfig, summary: dict) -> bool:
         """Whether a finished student was taught by other weights than its teacher run in this store now
@@ -407,12 +416,11 @@ class RunStore:
         problem (naming the file), never hiding the others."""
         rows = []
         for d in self.run_dirs():
-            if not (d / "config.json").exists():
-                continue
             rd = RunDir(d)
+            if not rd.config.exists() and lock_owner(rd.lock, self.stale_after) is not None:
+                continue  # a run being started: its config is written next
             try:
-                raw = rd.read_config()
-                cfg = RunConfig.from_dict(raw, where=str(rd.config))
+                cfg = self._checked_config(rd)
                 metrics = rd.read_metrics()
                 summary = rd.read_summary()
                 last = summary.get("last_top1", metrics[-1]["test_top1"] if metrics else None)

@@ -223,3 +223,55 @@ def test_a_teacher_with_nan_logits_is_refused_even_after_finite_batches(dataset,
 
     with pytest.raises(ValueError, match=r"largest \|logit\| nan"):
         TeacherLogitCache.build(NaNLater(), dataset, augment, CPU)
+
+
+def _zeroed_with_checksum(path: Path) -> None:
+    from kdrepro.cache import logits_checksum
+
+    logits = torch.zeros(N_IMAGES, 18, 10, dtype=torch.float16)
+    torch.save({"logits": logits, "sha256": logits_checksum(logits)}, path)
+
+
+def _zeroed_bare(path: Path) -> None:
+    torch.save(torch.zeros(N_IMAGES, 18, 10, dtype=torch.float16), path)
+
+
+def _one_entry_changed(path: Path) -> None:
+    data = torch.load(path, weights_only=True)
+    data["logits"][3, 5, 2] += 1.0  # the checksum no longer matches
+    torch.save(data, path)
+
+
+@pytest.mark.parametrize("damage", [_zeroed_with_checksum, _zeroed_bare, _one_entry_changed],
+                         ids=["zeroed-with-checksum", "zeroed-bare", "one-entry-changed"])
+def test_a_cache_of_the_right_shape_with_wrong_values_is_rebuilt(dataset, augment, tmp_path, damage):
+    teacher = make_teacher()
+    TeacherLogitCache.load_or_build(teacher, dataset, augment, CPU, tmp_path)
+    (path,) = cache_files(tmp_path)
+    damage(path)
+    rebuilt, hit = TeacherLogitCache.load_or_build(teacher, dataset, augment, CPU, tmp_path)
+    assert hit is False
+    assert_float16_close(rebuilt.logits.float(), live_logits_float64(teacher, dataset, augment.num_views))
+
+
+def test_a_cache_file_carries_the_checksum_of_its_logits(dataset, augment, tmp_path):
+    import hashlib
+
+    teacher = make_teacher()
+    cache, _ = TeacherLogitCache.load_or_build(teacher, dataset, augment, CPU, tmp_path)
+    (path,) = cache_files(tmp_path)
+    data = torch.load(path, weights_only=True)
+    assert torch.equal(data["logits"], cache.logits.cpu())
+    assert data["sha256"] == hashlib.sha256(cache.logits.cpu().numpy().tobytes()).hexdigest()
+
+
+def test_an_earlier_bare_cache_that_agrees_with_the_teacher_is_kept_and_gets_a_checksum(dataset, augment, tmp_path,
+                                                                                         monkeypatch):
+    teacher = make_teacher()
+    first, _ = TeacherLogitCache.load_or_build(teacher, dataset, augment, CPU, tmp_path)
+    (path,) = cache_files(tmp_path)
+    torch.save(first.logits.cpu(), path)  # the format of kdrepro before checksums
+    forbid_build(monkeypatch)
+    again, hit = TeacherLogitCache.load_or_build(teacher, dataset, augment, CPU, tmp_path)
+    assert hit is True and torch.equal(again.logits, first.logits)
+    assert isinstance(torch.load(path, weights_only=True), dict)  # upgraded in place
