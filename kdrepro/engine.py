@@ -43,6 +43,7 @@ from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_re
 from .config import RunConfig
 from .data import ImageDataset, data_fingerprint, load_dataset
 from .models import create_model
+from .initstage import run_init_stages
 from .rundir import RunDir, RunFileError, remove_stale_temporaries
 from .terms import TERMS, StepInputs, TermContext
 
@@ -275,7 +276,7 @@ class Trainer:
         # every trainable extra (e.g. the FitNets regressor) the same initialisation on every run
         ctx = TermContext(num_classes=self.train_set.num_classes, num_samples=len(self.train_set),
                           student=self.student, teacher=self.teacher, device=self.device, seed=cfg.seed,
-                          targets=self.train_set.targets)
+                          targets=self.train_set.targets, image_shape=tuple(self.train_set.image_shape))
         self.terms = nn.ModuleDict({name: TERMS.get(name)(params, ctx) for name, params in cfg.active_terms().items()})
         self.terms.to(self.device)
         params = list(self.student.parameters()) + list(self.terms.parameters())
@@ -485,6 +486,7 @@ class Trainer:
         counters = {"iterations": 0, "images_seen": 0, "train_seconds": 0.0, "total_seconds": 0.0}
         pool, phase_index = None, -1
         self.prepare_teacher()
+        init_record = run_init_stages(self)  # AB, FT, FSP: before the first epoch, resumable
         if latest.exists():
             state = self._restore(latest)
             epoch, metrics, counters = state["epoch"], state["metrics"], state["counters"]
@@ -532,6 +534,8 @@ class Trainer:
         # ("teacher_changed") when the teacher run in the store now holds other weights
         summary["weights_hash"] = state_dict_hash(self.student)
         summary["teacher_weights_hash"] = state_dict_hash(self.teacher) if self.teacher is not None else None
+        if init_record is not None:
+            summary["init"] = init_record
         self.run.write_summary(summary)
         return summary
 

@@ -64,6 +64,7 @@ class TermContext:
     device: torch.device
     seed: int = 0
     targets: Tensor | None = None          # the labels of every training image, indexed like ``indices``
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) of the training images (None: 3 x 32 x 32)
 
 
 @dataclass
@@ -107,6 +108,22 @@ class LossTerm(nn.Module):
 
     def applies(self, curriculum: bool) -> bool:
         return curriculum or not self.curriculum_only
+
+    # -------------------------------------------------------------- initialisation stage (AB, FT, FSP)
+    #: whether the initialisation stage runs the student (FT's trains the teacher's paraphraser only)
+    init_reads_student: ClassVar[bool] = True
+
+    def init_epochs(self) -> int:
+        """Epochs of this term's initialisation stage, run before the run's first epoch (0: none)."""
+        return 0
+
+    def init_parameters(self, student: nn.Module) -> list[nn.Parameter]:
+        """What the initialisation stage trains."""
+        return []
+
+    def init_loss(self, step: StepInputs) -> Tensor:  # pragma: no cover - only terms with a stage
+        """The initialisation stage's loss on one step."""
+        raise NotImplementedError
 
     def forward(self, step: StepInputs) -> dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,0 +1,81 @@
+"""Flow of solution procedure (Yim et al., CVPR 2017), as RepDistiller's ``FSP``.
+
+The FSP matrix of two consecutive maps ``a`` (``[B, C_a, H, W]``) and ``b`` (``C_b``), sizes matched, is
+``G[n, i, j] = mean_{h,w} b[n, i, h, w] * a[n, j, h, w]``. FSP transfers them in an initialisation stage
+only: for ``init_epochs`` the student's feature layers are trained on
+``sum_k mean (G_s^k - G_t^k)^2`` over every consecutive pair of ``stages`` (the stem's map included,
+RepDistiller's ``feat[:-1]``); then the run trains as usual and FSP adds nothing to its loss
+(RepDistiller: ``loss_kd = 0`` for ``fsp``, whatever ``-b``). ``weight`` scales the stage's loss
+(RepDistiller: 1). Student and teacher must have the same channel counts at every map.
+"""
+from __future__ import annotations
+
+import functools
+
+from torch import Tensor, nn
+
+from ..values import NonNegativeFloat
+from .base import LossTerm, StepInputs, register_term
+from ._init import InitStageParams, feature_parameters
+from ._shapes import pool_to_common_size
+
+__all__ = ["FSPParams", "FlowOfSolution", "fsp_matrices", "fsp_loss"]
+
+
+def fsp_matrices(maps: list[Tensor]) -> list[Tensor]:
+    """``[G(maps[0], maps[1]), G(maps[1], maps[2]), ...]``, each ``[B, C_{k+1}, C_k]``."""
+    out = []
+    for low, high in zip(maps[:-1], maps[1:]):
+        low, high = pool_to_common_size(low, high)
+        out.append(high.flatten(2) @ low.flatten(2).transpose(1, 2) / low.shape[2] / low.shape[3])
+    return out
+
+
+def fsp_loss(student_maps: list[Tensor], teacher_maps: list[Tensor]) -> Tensor:
+    """``sum_k mean (G_s^k - G_t^k)^2`` (teacher maps detached)."""
+    pairs = zip(fsp_matrices(student_maps), fsp_matrices([t.detach() for t in teacher_maps]))
+    return sum((g_s - g_t).pow(2).mean() for g_s, g_t in pairs)
+
+
+class FSPParams(InitStageParams):
+    weight: NonNegativeFloat = 1.0          # on the initialisation stage's loss (RepDistiller: unweighted)
+
+
+@functools.lru_cache(maxsize=None)
+def _channels(model_name: str) -> tuple[int, ...]:
+    from ..models import create_model
+
+    return tuple(create_model(model_name, 10).stage_channels)
+
+
+@register_term
+class FlowOfSolution(LossTerm):
+    """FSP's initialisation stage (module docstring); no part in the main phase's loss."""
+
+    name = "fsp"
+    display = "FSP"
+    Params = FSPParams
+    needs = frozenset({"student_features", "teacher_features"})
+
+    @classmethod
+    def check(cls, params: FSPParams, student_model: str, teacher_model: str | None) -> None:
+        if teacher_model is None:
+            return
+        s, t = _channels(student_model), _channels(teacher_model)
+        if s != t:
+            raise ValueError(f"losses.fsp: the student {student_model} (channels {list(s)}) and the teacher "
+                             f"{teacher_model} ({list(t)}) differ in channels; FSP needs equal channel counts "
+                             "at every stage (RepDistiller refuses such pairs too)")
+
+    def init_epochs(self) -> int:
+        return self.params.init_epochs
+
+    def init_parameters(self, student: nn.Module) -> list[nn.Parameter]:
+        return feature_parameters(student)
+
+    def init_loss(self, step: StepInputs) -> Tensor:
+        return self.params.weight * fsp_loss([s.float() for s in step.student_features["stages"]],
+                                             [t.float() for t in step.teacher_features["stages"]])
+
+    def forward(self, step: StepInputs):
+        return {}
