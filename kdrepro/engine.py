@@ -43,7 +43,7 @@ from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_re
 from .config import RunConfig
 from .data import ImageDataset, data_fingerprint, load_dataset
 from .models import create_model
-from .initstage import run_init_stages
+from .initstage import StageDiverged, run_init_stages
 from .rundir import RunDir, RunFileError, remove_stale_temporaries
 from .terms import TERMS, StepInputs, TermContext
 
@@ -486,7 +486,10 @@ class Trainer:
         counters = {"iterations": 0, "images_seen": 0, "train_seconds": 0.0, "total_seconds": 0.0}
         pool, phase_index = None, -1
         self.prepare_teacher()
-        init_record = run_init_stages(self)  # AB, FT, FSP: before the first epoch, resumable
+        try:
+            init_record = run_init_stages(self)  # AB, FT, FSP: before the first epoch, resumable
+        except StageDiverged as err:
+            raise TrainingDiverged(str(err)) from None
         if latest.exists():
             state = self._restore(latest)
             epoch, metrics, counters = state["epoch"], state["metrics"], state["counters"]

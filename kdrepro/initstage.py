@@ -23,6 +23,10 @@ import torch
 from .terms import StepInputs
 
 
+class StageDiverged(RuntimeError):
+    """An initialisation stage's loss became NaN or infinite (the engine raises it as ``TrainingDiverged``)."""
+
+
 def _path(trainer):
     return trainer.run.path / "checkpoints" / "init.pt"
 
@@ -72,8 +76,6 @@ def _epoch(trainer, term, optimizer, epoch: int) -> float:
 def run_init_stages(trainer) -> dict | None:
     """Run (or finish) the initialisation stages of ``trainer``'s terms; return the summary's ``init`` record
     (``None`` when no term has a stage)."""
-    from .engine import TrainingDiverged
-
     staged = [(name, term) for name, term in trainer.terms.items() if term.init_epochs() > 0]
     if not staged:
         return None
@@ -100,7 +102,7 @@ def run_init_stages(trainer) -> dict | None:
             t0 = time.perf_counter()
             loss = _epoch(trainer, term, optimizer, epoch + 1)
             if not math.isfinite(loss):
-                raise TrainingDiverged(f"the initialisation stage of {name!r} diverged in its epoch {epoch + 1} "
+                raise StageDiverged(f"the initialisation stage of {name!r} diverged in its epoch {epoch + 1} "
                                        f"(loss {loss}); nothing of this epoch was saved. Lower init_lr.")
             record.append({"term": name, "epoch": epoch + 1, "loss": loss, "lr": lr,
                            "seconds": round(time.perf_counter() - t0, 3)})
