@@ -7,22 +7,24 @@ STAMP := $(VENV)/.installed
 PROFILE ?= demo
 NB ?=
 JOBS ?=
+#: every extra: `make setup` is the development environment (pyproject.toml lists what each one adds)
+EXTRAS := notebooks,test,cluster,tensorboard
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
 .PHONY: setup test test-fast reproduce notebooks lab bench clean-venv help
 
 help:
-	@echo "make setup      create .venv with the pinned dependencies and kdrepro (editable)"
+	@echo "make setup      create .venv from constraints.txt (exact versions) with kdrepro (editable) and every extra"
 	@echo "make test       all tests: pytest + nbval on the stored notebooks (smoke profile)"
 	@echo "make reproduce  run every notebook headless with papermill [PROFILE=demo] [NB=03] [JOBS=2]"
 	@echo "make notebooks  refresh the stored notebook outputs (smoke profile) after a deliberate change"
 	@echo "make bench      benchmark the fast path against the authors' training loop"
 	@echo "make lab        open JupyterLab on notebooks/"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e ".[cluster]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (kdrepro)" >/dev/null
 	touch $(STAMP)
 

@@ -63,7 +63,10 @@ def find_notebooks(notebooks_dir: Path, which: str | None = None) -> list[Path]:
     """The notebooks ``0*.ipynb`` in name order, or the one whose name starts with ``which``."""
     found = sorted(notebooks_dir.glob("0*.ipynb"))
     if not found:
-        raise ReproduceError(f"no notebooks 0*.ipynb in {notebooks_dir}")
+        raise ReproduceError(
+            f"no notebooks 0*.ipynb in {notebooks_dir}: the notebooks are not part of the installed package; they "
+            "are the notebooks/ folder of the kdrepro source repository: clone it and run `make reproduce` in the "
+            "clone (or pass --notebooks-dir DIR)")
     if which is None:
         return found
     chosen = [p for p in found if p.name == which or p.stem == which or p.name.startswith(which)]
@@ -72,6 +75,16 @@ def find_notebooks(notebooks_dir: Path, which: str | None = None) -> list[Path]:
         what = "matches no notebook" if not chosen else f"is ambiguous ({', '.join(p.stem for p in chosen)})"
         raise ReproduceError(f"--notebook {which!r} {what}; available: {names}")
     return chosen
+
+
+def require_papermill() -> None:
+    """Raise :class:`ReproduceError` when the ``notebooks`` extra (papermill, a Jupyter kernel) is missing."""
+    import importlib.util
+
+    missing = [m for m in ("papermill", "ipykernel") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ReproduceError(f"running the notebooks needs {' and '.join(missing)}: "
+                             "pip install 'kdrepro[notebooks]' (make setup installs it)")
 
 
 def default_notebooks_dir() -> Path:
@@ -169,6 +182,10 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
         if executor == "slurm" and slurm is None:
             raise ExecutorError("--executor slurm needs --slurm-partition P (the Slurm partition to submit to)")
         require_submitit(f"--executor {executor}")
+    nb_dir = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
+    if not train_only:  # before any training: a missing folder or extra is reported at once
+        notebooks = find_notebooks(nb_dir, notebook)
+        require_papermill()
     if jobs > 0 or executor != "local":
         from .experiments import Experiment
 
@@ -187,8 +204,6 @@ def reproduce(profile: str, notebook: str | None = None, results: str = "results
                 return []
         if train_only:
             return []
-    nb_dir = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
-    notebooks = find_notebooks(nb_dir, notebook)
     results_dir = Path(results).absolute()
     out_root = results_dir / prof.name
     profile_arg = profile if Path(profile).suffix not in (".yaml", ".yml") else str(Path(profile).absolute())

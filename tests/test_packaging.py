@@ -1,4 +1,5 @@
-"""Packaging: the pins, environment.yml agreeing with pyproject, the torchvision import guard."""
+"""Packaging: ranges in pyproject, exact pins in constraints.txt, setup/CI/conda installing from them, the
+license, the torchvision import guard."""
 from __future__ import annotations
 
 import re
@@ -12,24 +13,61 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _name(req: str) -> str:
-    return re.split(r"[=<>!~\[ ]", req, maxsplit=1)[0].lower()
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+\-]+", line), f"constraints.txt: not an exact pin: {line!r}"
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
 
 
-def test_environment_yml_agrees_with_pyproject():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_constraints_pin_torch_and_torchvision_exactly():
+    pins = _constraints()
+    assert pins["torch"] == "2.13.0" and pins["torchvision"] == "0.28.0"
+
+
+def test_pyproject_states_ranges_that_hold_the_pinned_versions():
+    from packaging.requirements import Requirement
+
+    pins = _constraints()
+    project = _project()
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    reqs += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    for req in reqs:
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{req.name} (pyproject.toml) has no exact version in constraints.txt"
+        assert req.specifier.contains(pins[name]), f"constraints.txt's {name}=={pins[name]} is outside {req}"
+        assert not any(s.operator in ("==", "===") for s in req.specifier), f"pyproject.toml pins {req} exactly"
+
+
+def test_core_dependencies_leave_out_the_notebook_and_test_tools():
+    core = {re.split(r"[=<>!~\[ ]", r, maxsplit=1)[0].lower() for r in _project()["dependencies"]}
+    assert not core & {"jupyterlab", "ipykernel", "papermill", "nbval", "pytest", "submitit", "tensorboard"}
+    extras = _project()["optional-dependencies"]
+    assert {"notebooks", "test", "cluster", "tensorboard"} <= set(extras)
+
+
+def test_setup_ci_and_conda_install_every_extra_from_the_constraints():
+    makefile = (ROOT / "Makefile").read_text()
+    extras = re.search(r"^EXTRAS := (.+)$", makefile, re.M).group(1).strip()
+    assert set(extras.split(",")) == set(_project()["optional-dependencies"])
+    assert '-c constraints.txt -e ".[$(EXTRAS)]"' in makefile
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    pip = [p for p in pip if not p.startswith("-e")]
-    assert sorted(pip) == sorted(deps), "environment.yml's pip section must list exactly pyproject's dependencies"
-    assert '-e ".[cluster]"' in next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert pip == ["-c constraints.txt", f'-e ".[{extras}]"']
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_torch_and_torchvision_are_pinned_exactly():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert "torch==2.13.0" in deps and "torchvision==0.28.0" in deps
-    names = [_name(d) for d in deps]
-    assert names.count("torch") == 1 and names.count("torchvision") == 1
+def test_license_file_is_the_mit_license_pyproject_names():
+    assert _project()["license"] == "MIT"
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
 
 
 def test_torchvision_imports_through_the_package_in_a_fresh_process():
