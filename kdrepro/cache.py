@@ -3,15 +3,17 @@
 The teacher is frozen and in eval mode, so its logits on a given augmented view of a given image never
 change. The CIFAR augmentation (reflect-pad 4, random 32x32 crop, horizontal flip) has only
 9 x 9 x 2 = 162 views per image (:class:`kdrepro.augment.CropFlip`), so the teacher's logits for all of them
-can be computed once, stored in half precision, and looked up during distillation instead of running the
-teacher at every step. Every student run that shares a teacher and a data set (KD, SLKD, ablations,
+can be computed once, stored in half precision (``teacher_cache_dtype: float16``, the default) or in single
+precision (``float32``), and looked up during distillation instead of running the teacher at every step. Every student run that shares a teacher and a data set (KD, SLKD, ablations,
 seeds) reuses the same file.
 
 The key is the hash of the teacher's weights, the data set's fingerprint and the augmentation, so a
 retrained teacher or another data set never hits a stale cache. Lookups equal a live teacher forward on
-the same view up to float16 rounding (``tests/test_cache.py``).
+the same view up to float16 rounding (``tests/test_cache.py``): the KD loss moves by about 2e-5 relative
+against live float32 logits, at half the memory and file size of a float32 cache, which equals the live
+forward exactly (on the same device). A float32 cache is a file of its own (``...-f32.pt``).
 
-A cache file holds ``{"logits": [N, V, C] float16, "sha256": <checksum of the logits' bytes>}``. Loading
+A cache file holds ``{"logits": [N, V, C] float16 (or float32), "sha256": <checksum of the logits' bytes>}``. Loading
 checks the shape and the checksum, and compares a sample of entries against a live forward of the teacher
 (:func:`spot_check`); a file that fails either (damaged, zeroed, written for other weights) is rebuilt, never
 trusted. A file of an earlier kdrepro (the bare tensor, no checksum) is used when its sample agrees with the
@@ -123,8 +125,12 @@ def cache_ready(marker: Path) -> bool:
     return isinstance(name, str) and "/" not in name and (Path(marker).parent.parent / name).is_file()
 
 
+#: the dtypes a cache may store, by their config name
+DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
 class TeacherLogitCache:
-    """Teacher logits for every (image, view): a float16 tensor ``[N, V, C]`` on the training device."""
+    """Teacher logits for every (image, view): a float16 (or float32) tensor ``[N, V, C]`` on the training device."""
 
     def __init__(self, logits: torch.Tensor, augment: CropFlip, path: Path | None = None):
         self.logits = logits
@@ -137,8 +143,10 @@ class TeacherLogitCache:
 
     @classmethod
     def build(cls, teacher: torch.nn.Module, dataset, augment: CropFlip, device: torch.device,
-              batch_size: int = 1024, progress: bool | None = None, channels_last: bool = False) -> "TeacherLogitCache":
-        """Run the teacher once over every view of every image."""
+              batch_size: int = 1024, progress: bool | None = None, channels_last: bool = False,
+              dtype: str = "float16") -> "TeacherLogitCache":
+        """Run the teacher once over every view of every image, storing ``dtype`` (``float16``/``float32``)."""
+        store = DTYPES[dtype]
         teacher = teacher.to(device).eval()
         images = dataset.images.to(device)
         n, v = len(dataset), augment.num_views
@@ -154,13 +162,13 @@ class TeacherLogitCache:
                         x = x.contiguous(memory_format=torch.channels_last)
                     logits = teacher(x)
                     if out is None:
-                        out = torch.empty((n, v, logits.shape[1]), dtype=torch.float16, device=device)
-                    out[start:start + len(x), view] = logits.half()
+                        out = torch.empty((n, v, logits.shape[1]), dtype=store, device=device)
+                    out[start:start + len(x), view] = logits.to(store)
                     largest = logits.abs().max().item()
                     peak = largest if math.isnan(largest) else max(peak, largest)  # max() would drop a NaN
                     bar.update(len(x))
         bar.close()
-        if not peak <= torch.finfo(torch.float16).max:  # also catches NaN (peak stays NaN once seen)
+        if not peak <= torch.finfo(store).max:  # also catches NaN (peak stays NaN once seen)
             raise ValueError(
                 f"the teacher's logits do not fit float16 (largest |logit| {peak:.4g}; float16 holds up to 65504): "
                 "the teacher is probably untrained or diverged. Check its accuracy, or train with "
@@ -169,16 +177,19 @@ class TeacherLogitCache:
 
     @classmethod
     def load_or_build(cls, teacher, dataset, augment, device, cache_dir: str | os.PathLike,
-                      progress: bool | None = None, channels_last: bool = False) -> tuple["TeacherLogitCache", bool]:
+                      progress: bool | None = None, channels_last: bool = False,
+                      dtype: str = "float16") -> tuple["TeacherLogitCache", bool]:
         """Return ``(cache, hit)``; builds and saves atomically on a miss."""
-        path = Path(cache_dir) / f"teacher-logits-{cache_key(teacher, dataset, augment)}.pt"
+        suffix = "" if dtype == "float16" else "-f32"
+        path = Path(cache_dir) / f"teacher-logits-{cache_key(teacher, dataset, augment)}{suffix}.pt"
         if path.exists():
-            logits, checked = _read_cache(path, device, (len(dataset), augment.num_views))
+            logits, checked = _read_cache(path, device, (len(dataset), augment.num_views), DTYPES[dtype])
             if logits is not None and spot_check(logits, teacher, dataset, augment, device, channels_last):
                 if not checked:  # an earlier kdrepro's file: keep it, with its checksum from now on
                     _write_cache(logits, path)
                 return cls(logits, augment, path), True
-        cache = cls.build(teacher, dataset, augment, device, progress=progress, channels_last=channels_last)
+        cache = cls.build(teacher, dataset, augment, device, progress=progress, channels_last=channels_last,
+                          dtype=dtype)
         _write_cache(cache.logits, path)
         cache.path = path
         return cache, False
@@ -189,7 +200,8 @@ def _write_cache(logits: torch.Tensor, path: Path) -> None:
     atomic_save({"logits": cpu, "sha256": logits_checksum(cpu)}, path)
 
 
-def _read_cache(path: Path, device, shape: tuple[int, int]) -> tuple[torch.Tensor | None, bool]:
+def _read_cache(path: Path, device, shape: tuple[int, int],
+                dtype: torch.dtype = torch.float16) -> tuple[torch.Tensor | None, bool]:
     """``(logits, checksummed)`` of a cache file; ``(None, False)`` when it is damaged, of another shape, or
     its checksum disagrees (it is then rebuilt, never trusted)."""
     try:
@@ -205,7 +217,7 @@ def _read_cache(path: Path, device, shape: tuple[int, int]) -> tuple[torch.Tenso
         logits, checked = data, False
     else:
         return None, False
-    if logits.dim() != 3 or tuple(logits.shape[:2]) != shape or logits.dtype != torch.float16:
+    if logits.dim() != 3 or tuple(logits.shape[:2]) != shape or logits.dtype != dtype:
         return None, False
     return logits.to(device), checked
 

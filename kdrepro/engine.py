@@ -314,7 +314,7 @@ class Trainer:
         with torch_threads(self.cfg.cache_threads):  # back to num_threads for training
             self.cache, hit = TeacherLogitCache.load_or_build(
                 self.teacher, self.train_set, self.augment, self.device, self.cache_dir,
-                progress=self.cfg.progress, channels_last=self.cfg.channels_last)
+                progress=self.cfg.progress, channels_last=self.cfg.channels_last, dtype=self.cfg.teacher_cache_dtype)
         self.teacher_source = "cache"
         if self.cfg.has_teacher_run:  # the group's other runs may start now (kdrepro.executors)
             mark_ready(group_marker(self.cache_dir, cache_group(self.cfg)), self.cache.path)

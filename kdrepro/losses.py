@@ -103,7 +103,8 @@ class FitNetHint(nn.Module):
 
     Spatial mismatch: ConvReg picks a strided or transposed convolution from the shapes it is built
     with; this module is built from channel counts only, so a mismatch is handled instead by
-    adaptive-average-pooling the larger map to the smaller size (as RepDistiller's attention loss does).
+    adaptive-average-pooling the larger map to the smaller size (as RepDistiller's attention loss does);
+    the FitNets term's ``regressor: convreg`` is RepDistiller's ConvReg instead.
     The teacher feature is detached. The regressor's parameters must be given to the optimizer.
     """
 
@@ -158,7 +159,7 @@ def attention_transfer(student_features: list[Tensor], teacher_features: list[Te
     ``(at(f_s) - at(f_t)).pow(2).mean()`` of RepDistiller's ``Attention`` and of the original
     attention-transfer code, so that the literature's weight (beta = 1000) applies unchanged; the
     per-stage losses are summed. Stages are paired in order; if the lists differ in length, the last
-    ``min(len)`` of each are paired. Spatial sizes are matched by adaptive-average-pooling the larger
+    ``min(len)`` of each are paired (the AT term's ``pairing: first`` passes the first ``n`` instead). Spatial sizes are matched by adaptive-average-pooling the larger
     map to the smaller. Teacher features are detached.
     """
     if len(student_features) == 0 or len(teacher_features) == 0:

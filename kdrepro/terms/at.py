@@ -5,8 +5,14 @@ Which maps: the network's feature list ``stages`` is ``[stem output, stage 1, ..
 the stage outputs only, without the stem; kdrepro before this option used the stem map too. ``stem``
 keeps that (``true``, the default, so the committed runs keep their ids and meaning); ``stem: false``
 is RepDistiller's convention, which the ``paper`` profile uses to compare with published AT numbers.
+
+Pairing, where the two networks have different numbers of maps: ``last`` (the default, kdrepro's first
+convention) pairs the last ``n`` of each, ``n`` the smaller count, so that the deepest maps meet; ``first``
+is RepDistiller's ``zip(g_s, g_t)``, the first ``n``. No published CIFAR pair has unequal counts.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,6 +26,8 @@ class ATParams(TermParams):
     p: PositiveFloat = 2.0
     # include the stem's map (kdrepro's first convention); false: stage outputs only, as RepDistiller
     stem: Bool = Field(True, json_schema_extra={"neutral": True})
+    # unequal numbers of maps: pair the last n (kdrepro) or the first n (RepDistiller's zip)
+    pairing: Literal["last", "first"] = Field("last", json_schema_extra={"neutral": "last"})
 
 
 @register_term
@@ -34,5 +42,8 @@ class AttentionTransfer(LossTerm):
     def forward(self, step: StepInputs):
         first = 0 if self.params.stem else 1
         student, teacher = step.student_features["stages"][first:], step.teacher_features["stages"][first:]
+        if self.params.pairing == "first":
+            n = min(len(student), len(teacher))
+            student, teacher = student[:n], teacher[:n]
         return {"at": self.params.weight * losses.attention_transfer([f.float() for f in student], teacher,
                                                                      p=self.params.p)}
