@@ -41,6 +41,7 @@ from . import __version__, sequencer
 from .augment import CropFlip
 from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_ready, state_dict_hash
 from .config import RunConfig
+from .curriculum import Curriculum
 from .data import ImageDataset, data_fingerprint, load_dataset
 from .models import create_model
 from .initstage import StageDiverged, run_init_stages
@@ -291,6 +292,10 @@ class Trainer:
         self.forward = torch.compile(self.student) if cfg.compile else self.student
         self.autocast = autocast_context(self.device, cfg.bf16)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        #: the phases' scoring and pools, through the same object a user's own loop uses
+        cur = self.curriculum
+        self.sequence = Curriculum(self.train_set, schedule=self.schedule, generator=self.generator,
+                                   score=cur.score if cur else "max_logit", order=cur.order if cur else "easy_first")
         self.cache: TeacherLogitCache | None = None
         self.teacher_source = "none"
         self.snapshot: nn.Module | None = None
@@ -345,9 +350,8 @@ class Trainer:
         if sequencer.SCORES.get(cur.score).needs_teacher and self.cache is not None:
             teacher_logits = self.cache.lookup(all_idx.to(self.device),
                                                torch.full_like(all_idx, self.augment.identity_view).to(self.device))
-        scores = sequencer.score_instances(snapshot, self.train_set, cur.score, teacher=self.teacher,
-                                           device=self.device, teacher_logits=teacher_logits)
-        pool = sequencer.select_pool(scores, self.train_set.targets, phase.fraction, cur.order, self.generator)
+        scores = self.sequence.scores(snapshot, teacher=self.teacher, device=self.device, teacher_logits=teacher_logits)
+        pool = self.sequence.select(phase, scores)
         top1, top5 = evaluate(snapshot, self.test_set, self.test_images, self.test_targets, self.cfg.channels_last)
         self.run.save({"phase": phase.index, "start_epoch": phase.start, "end_epoch": phase.end,
                        "fraction": phase.fraction, "score": cur.score, "order": cur.order,

@@ -43,6 +43,7 @@ __all__ = [
     "schedule_for",
     "scores_from_logits",
     "score_instances",
+    "logits_of",
     "select_pool",
     "Phase",
     "make_schedule",
@@ -180,7 +181,79 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-@torch.inference_mode()
+#: the key :func:`score_instances` reads from a model that returns a dict (``{"logits": z, ...}``)
+LOGITS_KEY = "logits"
+
+
+def logits_of(output: Any, key: str = LOGITS_KEY) -> Tensor:
+    """The logits in a model's output: the tensor itself, the first element of a tuple or list (e.g.
+    ``(logits, features)``), or ``output[key]`` of a dict."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if isinstance(output, dict):
+        if key not in output:
+            raise ValueError(f"the model returned a dict with keys {sorted(output)}; the logits must be under "
+                             f"{key!r} (or pass output_key=<the logits' key>)")
+        return output[key]
+    raise ValueError(f"the model returned {type(output).__name__}; expected logits [batch, classes] as a tensor, "
+                     "a tuple whose first element is the logits, or a dict")
+
+
+def _is_tensor_split(dataset: Any) -> bool:
+    """A :class:`kdrepro.data.ImageDataset` or anything shaped like one (``images``, ``targets``, ``normalize``)."""
+    return all(hasattr(dataset, a) for a in ("images", "targets", "normalize"))
+
+
+def _instances(dataset: Any) -> int:
+    """How many instances ``dataset`` (a tensor split, a DataLoader or a map-style data set) holds."""
+    if _is_tensor_split(dataset):
+        return dataset.images.shape[0]
+    if hasattr(dataset, "dataset") and hasattr(dataset, "sampler"):  # a DataLoader
+        return len(dataset.dataset)
+    return len(dataset)
+
+
+def _split_batch(batch: Any) -> tuple[Tensor, Tensor]:
+    if isinstance(batch, dict):
+        missing = [k for k in ("input", "target") if k not in batch]
+        if missing:
+            raise ValueError(f"a dict batch needs the keys 'input' and 'target'; it has {sorted(batch)}")
+        return batch["input"], torch.as_tensor(batch["target"])
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], torch.as_tensor(batch[1])
+    raise ValueError(f"each batch must be (inputs, targets, ...) or a dict with 'input' and 'target', got "
+                     f"{type(batch).__name__}")
+
+
+def _scoring_batches(dataset: Any, batch_size: int, device: torch.device):
+    """``(x, y)`` on ``device`` in dataset order: a tensor split's images normalised in slices, a DataLoader's
+    batches (it must not shuffle), or any map-style dataset of ``(input, target)`` items through an
+    unshuffled DataLoader."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    if _is_tensor_split(dataset):
+        images, targets = dataset.images, dataset.targets
+        for start in range(0, images.shape[0], batch_size):
+            yield (dataset.normalize(images[start:start + batch_size].to(device)),
+                   targets[start:start + batch_size].to(device))
+        return
+    if isinstance(dataset, DataLoader):
+        if isinstance(dataset.sampler, RandomSampler):
+            raise ValueError("score_instances got a DataLoader with shuffle=True; scores are returned in dataset "
+                             "order, so pass a DataLoader with shuffle=False (or the dataset itself)")
+        loader = dataset
+    elif hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    else:
+        raise ValueError(f"score_instances needs a map-style Dataset (__getitem__ and __len__), a DataLoader or a "
+                         f"kdrepro ImageDataset, got {type(dataset).__name__}")
+    for batch in loader:
+        x, y = _split_batch(batch)
+        yield x.to(device), y.to(device)
+
+
 def score_instances(
     model: nn.Module,
     dataset: Any,
@@ -189,27 +262,51 @@ def score_instances(
     batch_size: int = 512,
     device: torch.device | str | None = None,
     teacher_logits: Tensor | None = None,
+    output_key: str = LOGITS_KEY,
 ) -> Tensor:
     """Score every instance of ``dataset`` with a frozen snapshot ``model`` (see :func:`scores_from_logits`).
 
-    ``dataset`` is a :class:`kdrepro.data.ImageDataset` (anything with ``images`` uint8 [N, C, H, W],
-    ``targets`` [N] and ``normalize(x_uint8) -> float``). The images are scored **un-augmented**, as the
-    authors' sorting loader does, in batches of ``batch_size``, with the model (and teacher) in eval mode;
-    their train/eval modes are restored afterwards. ``device`` defaults to the model's.
-    ``teacher_kl`` needs ``teacher`` (a model run on the same images) or precomputed ``teacher_logits``
+    ``dataset`` is one of
+
+    * a :class:`kdrepro.data.ImageDataset` (anything with ``images`` uint8 [N, C, H, W], ``targets`` [N] and
+      ``normalize(x_uint8) -> float``): scored in slices of ``batch_size``;
+    * any map-style ``torch.utils.data.Dataset`` whose items are ``(input, target, ...)`` (a
+      ``TensorDataset``, a torchvision data set): batched by an unshuffled ``DataLoader`` of ``batch_size``;
+    * a ``DataLoader`` with ``shuffle=False`` (its own batch size and workers), yielding ``(inputs,
+      targets, ...)`` or dicts with ``"input"`` and ``"target"``.
+
+    Score **un-augmented** views, as the authors' sorting loader does (their test transform): give a dataset
+    or loader without random augmentation. The model may return the logits, a tuple whose first element is
+    the logits, or a dict with the logits under ``output_key`` (default ``"logits"``). The model (and teacher)
+    run in eval mode; their train/eval modes are restored afterwards. ``device`` defaults to the model's.
+    ``teacher_kl`` needs ``teacher`` (a model run on the same inputs) or precomputed ``teacher_logits``
     [N, C] (e.g. the un-augmented view of the teacher-logit cache).
 
     Returns float32 [N] on the CPU. It is created under ``torch.inference_mode``: fine to sort, index and
     save, but not to modify in place (``.clone()`` it first).
     """
+    return score_with_targets(model, dataset, score, teacher, batch_size, device, teacher_logits, output_key)[0]
+
+
+@torch.inference_mode()
+def score_with_targets(
+    model: nn.Module,
+    dataset: Any,
+    score: str = "max_logit",
+    teacher: nn.Module | None = None,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    teacher_logits: Tensor | None = None,
+    output_key: str = LOGITS_KEY,
+) -> tuple[Tensor, Tensor]:
+    """:func:`score_instances` and the targets it read, int64 [N] on the CPU, in the same order."""
     _check_choice(score, SCORES, "score")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    images, targets = dataset.images, dataset.targets
-    n = images.shape[0]
     needs_teacher = SCORES.get(score).needs_teacher
     if needs_teacher and teacher is None and teacher_logits is None:
         raise ValueError(f"score {score!r} needs teacher= (a model) or teacher_logits= (a tensor [N, C])")
+    n = _instances(dataset)
     if teacher_logits is not None and teacher_logits.shape[0] != n:
         raise ValueError(f"teacher_logits has {teacher_logits.shape[0]} rows but the dataset has {n} instances")
     device = torch.device(device) if device is not None else _model_device(model)
@@ -219,10 +316,9 @@ def score_instances(
     for m in modules:
         m.eval()
     try:
-        chunks = []
-        for start in range(0, n, batch_size):
-            x = dataset.normalize(images[start:start + batch_size].to(device))
-            z = model(x)
+        chunks, labels, start = [], [], 0
+        for x, y in _scoring_batches(dataset, batch_size, device):
+            z = logits_of(model(x), output_key)
             if z.dim() != 2 or z.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"model returned shape {tuple(z.shape)} for a batch of {x.shape[0]}; "
@@ -230,13 +326,17 @@ def score_instances(
                 )
             t = None
             if needs_teacher:
-                t = teacher(x) if use_teacher_model else teacher_logits[start:start + batch_size].to(device)
-            y = targets[start:start + batch_size].to(device)
+                t = (logits_of(teacher(x), output_key) if use_teacher_model
+                     else teacher_logits[start:start + x.shape[0]].to(device))
+            start += x.shape[0]
             chunks.append(scores_from_logits(z, y, score, teacher_logits=t).cpu())
+            labels.append(y.long().cpu())
     finally:
         for m, mode in zip(modules, was_training):
             m.train(mode)
-    return torch.cat(chunks) if chunks else torch.empty(0)
+    if not chunks:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(chunks), torch.cat(labels)
 
 
 # ------------------------------------------------------------------------------------------------ pools

@@ -323,3 +323,29 @@ def test_float32_on_cuda_turns_tf32_off_for_convolutions_and_matrix_products():
         assert torch.backends.cuda.matmul.allow_tf32 is False
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_a_users_curriculum_object_scores_and_pools_as_the_engine(slkd_result):
+    """A user's :class:`kdrepro.Curriculum` over a plain TensorDataset of the same images (normalised as the
+    engine does), with the same pacing, has the engine's schedule; scoring the engine's saved snapshots gives
+    the engine's recorded scores, and for those scores its pools are the engine's pools."""
+    from torch.utils.data import TensorDataset
+
+    from kdrepro.curriculum import Curriculum
+    from kdrepro.data import load_dataset
+    from kdrepro.models import create_model
+
+    train = load_dataset("digits", train=True)
+    view = TensorDataset(train.normalize(train.images), train.targets.clone())
+    cur = Curriculum(view, epochs=10)
+    assert cur.schedule == slkd_result.config.schedule()
+    records = slkd_result.curriculum()
+    assert records
+    for rec in records:
+        phase = cur.schedule[rec["phase"]]
+        snapshot = create_model("resnet8", 10, in_channels=1)
+        snapshot.load_state_dict(torch.load(slkd_result.run_dir / "snapshots" / f"phase{rec['phase']}.pt",
+                                            weights_only=True))
+        scores = cur.scores(snapshot, device="cpu")
+        assert torch.allclose(scores, rec["scores"], rtol=0, atol=1e-4)
+        assert torch.equal(cur.select(phase, rec["scores"]), rec["pool"])

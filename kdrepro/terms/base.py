@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import json
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -55,13 +56,15 @@ class TermParams(BaseModel):
 
 @dataclass
 class TermContext:
-    """What a term may look at when it is built: the run's data and networks."""
+    """What a term may look at when it is built: the run's data and networks. A term reads only what it needs
+    (FitNets the student's and teacher's stage channels, CRD the class count, the labels and the pooled
+    feature sizes); the others are built without a context."""
 
-    num_classes: int
-    num_samples: int
-    student: nn.Module
-    teacher: nn.Module | None
-    device: torch.device
+    num_classes: int | None = None
+    num_samples: int | None = None
+    student: nn.Module | None = None
+    teacher: nn.Module | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
     targets: Tensor | None = None          # the labels of every training image, indexed like ``indices``
     image_shape: tuple[int, ...] | None = None  # (C, H, W) of the training images (None: 3 x 32 x 32)
@@ -69,22 +72,39 @@ class TermContext:
 
 @dataclass
 class StepInputs:
-    """One training step as the terms see it. Fields a term did not ask for may be None."""
+    """One training step as the terms see it. Only ``student_logits`` is always needed; a field a term does not
+    read may be left out (None)."""
 
     student_logits: Tensor
-    targets: Tensor
-    indices: Tensor
-    images: Tensor                         # the normalised, augmented batch the student saw
-    epoch: int                             # 1-based epoch in progress
-    curriculum: bool                       # whether this phase is a curriculum phase
+    targets: Tensor | None = None
+    indices: Tensor | None = None          # the batch's indices into the training set (CRD's memory)
+    images: Tensor | None = None           # the normalised, augmented batch the student saw
+    epoch: int | None = None               # 1-based epoch in progress (None: no warm-up ramp, e.g. DKD's)
+    curriculum: bool = True                # whether this phase is a curriculum phase
     student_features: dict | None = None   # {"stages": [...], "pooled": ...}
     teacher_logits: Tensor | None = None
     teacher_features: dict | None = None
     snapshot: nn.Module | None = None      # the curriculum's frozen student of this phase
 
 
+def _params_for(cls: type["LossTerm"], params: TermParams | dict | None, overrides: dict) -> TermParams:
+    """``params`` as the term's typed ``Params``: given, from a dict, or the defaults, with ``overrides``."""
+    if isinstance(params, TermParams):
+        return type(params)(**{**params.model_dump(), **overrides}) if overrides else params
+    if params is not None and not isinstance(params, dict):
+        raise TypeError(f"loss term {cls.name!r}: params must be a {cls.Params.__name__} or a dict, got "
+                        f"{type(params).__name__}")
+    return cls.Params(**{**(params or {}), **overrides})
+
+
 class LossTerm(nn.Module):
-    """Base class of loss terms; see the module docstring."""
+    """Base class of loss terms; see the module docstring.
+
+    Usable outside the engine: ``DecoupledKD()`` (the defaults), ``DecoupledKD(beta=2.0)`` or
+    ``DecoupledKD(DKDParams(...))``; a term that reads its context when it is built takes ``ctx=TermContext(...)``
+    with what it reads (FitNets: ``student=``, ``teacher=``). Call it on a :class:`StepInputs` or on keyword
+    inputs, giving only what it reads: ``term(student_logits=z, targets=y, teacher_logits=t)`` returns its named,
+    weighted parts (``sum(parts.values())`` is its loss)."""
 
     name: ClassVar[str] = ""
     display: ClassVar[str] = ""
@@ -92,9 +112,37 @@ class LossTerm(nn.Module):
     needs: ClassVar[frozenset[str]] = frozenset()
     curriculum_only: ClassVar[bool] = False
 
-    def __init__(self, params: TermParams, ctx: TermContext):
+    def __init__(self, params: TermParams | dict | None = None, ctx: TermContext | None = None, **overrides):
         super().__init__()
-        self.params = params
+        self.params = _params_for(type(self), params, overrides)
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass's own ``__init__(params, ctx)`` gets typed params and a context however it was called."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def __init__(self, params=None, ctx=None, **overrides):
+            typed = _params_for(type(self), params, overrides)
+            if ctx is not None:
+                return init(self, typed, ctx)
+            try:
+                return init(self, typed, TermContext())
+            except (AttributeError, TypeError, ValueError) as err:
+                raise ValueError(f"loss term {cls.name or cls.__name__!r} reads its context when it is built ({err}): "
+                                 "pass ctx=TermContext(...) with the student, teacher, num_classes or targets it "
+                                 "needs") from None
+
+        cls.__init__ = __init__
+
+    def __call__(self, step: StepInputs | None = None, /, **inputs) -> dict[str, Tensor]:
+        if step is None:
+            step = StepInputs(**inputs)
+        elif inputs:
+            raise TypeError("pass a StepInputs or keyword inputs, not both")
+        return super().__call__(step)
 
     @classmethod
     def requirements(cls, params: TermParams) -> frozenset[str]:

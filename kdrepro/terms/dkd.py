@@ -136,10 +136,10 @@ class DecoupledKD(LossTerm):
     Params = DKDParams
     needs = frozenset({"teacher_logits"})
 
-    def ramp(self, epoch: int) -> float:
-        """The warm-up factor in ``[0, 1]`` for the 1-based ``epoch`` in progress."""
+    def ramp(self, epoch: int | None) -> float:
+        """The warm-up factor in ``[0, 1]`` for the 1-based ``epoch`` in progress (1 when no epoch is given)."""
         warmup = self.params.warmup
-        if warmup == 0:
+        if warmup == 0 or epoch is None:
             return 1.0
         return min(max(epoch / warmup, 0.0), 1.0)
 
