@@ -284,3 +284,18 @@ def test_fsp_refuses_pairs_with_other_channel_counts():
     fsp.check(fsp.Params(), "resnet8", "resnet14")
     with pytest.raises(ValueError, match=r"losses\.fsp.*channels"):
         fsp.check(fsp.Params(), "resnet8", "wrn_16_2")
+    fsp.check(fsp.Params(connector="conv"), "resnet8", "wrn_16_2")
+
+
+def test_fsp_connector_maps_the_student_to_the_teachers_channels():
+    ctx = _ctx("resnet8", "wrn_16_2")
+    term = TERMS.get("fsp")(TERMS.get("fsp").Params(connector="conv"), ctx)
+    assert isinstance(term.connectors[0], torch.nn.Identity)  # stems: 16 and 16 channels
+    x = torch.randn(2, 3, 16, 16)
+    _, s_feats = ctx.student(x, return_features=True)
+    _, t_feats = ctx.teacher(x, return_features=True)
+    step = StepInputs(student_logits=None, targets=None, indices=None, images=x, epoch=1, curriculum=False,
+                      student_features=s_feats, teacher_features=t_feats)
+    mapped = [c(m) for c, m in zip(term.connectors, s_feats["stages"])]
+    assert [m.shape[1] for m in mapped] == [m.shape[1] for m in t_feats["stages"]]
+    assert term.init_loss(step).item() == pytest.approx(fsp_loss(mapped, t_feats["stages"]).item(), rel=1e-6)

@@ -6,18 +6,23 @@ only: for ``init_epochs`` the student's feature layers are trained on
 ``sum_k mean (G_s^k - G_t^k)^2`` over every consecutive pair of ``stages`` (the stem's map included,
 RepDistiller's ``feat[:-1]``); then the run trains as usual and FSP adds nothing to its loss
 (RepDistiller: ``loss_kd = 0`` for ``fsp``, whatever ``-b``). ``weight`` scales the stage's loss
-(RepDistiller: 1). Student and teacher must have the same channel counts at every map.
+(RepDistiller: 1). Student and teacher must have the same channel counts at every map, unless
+``connector: conv`` (kdrepro's extension, for pairs RepDistiller refuses): each student map whose channels
+differ from the teacher's passes through a 1x1 convolution and BatchNorm to the teacher's channels (AB's
+connector), trained in the stage with the student's feature layers, before its FSP matrices are taken.
 """
 from __future__ import annotations
 
 import functools
 
+from typing import Literal
+
 from torch import Tensor, nn
 
 from ..values import NonNegativeFloat
-from .base import LossTerm, StepInputs, register_term
+from .base import LossTerm, StepInputs, TermContext, register_term
 from ._init import InitStageParams, feature_parameters
-from ._shapes import pool_to_common_size
+from ._shapes import feature_shapes, pool_to_common_size
 
 __all__ = ["FSPParams", "FlowOfSolution", "fsp_matrices", "fsp_loss"]
 
@@ -39,6 +44,8 @@ def fsp_loss(student_maps: list[Tensor], teacher_maps: list[Tensor]) -> Tensor:
 
 class FSPParams(InitStageParams):
     weight: NonNegativeFloat = 1.0          # on the initialisation stage's loss (RepDistiller: unweighted)
+    #: ``none`` (RepDistiller: equal channels required) or ``conv`` (1x1 conv + BN where the channels differ)
+    connector: Literal["none", "conv"] = "none"
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,20 +69,31 @@ class FlowOfSolution(LossTerm):
         if teacher_model is None:
             return
         s, t = _channels(student_model), _channels(teacher_model)
-        if s != t:
+        if s != t and params.connector == "none":
             raise ValueError(f"losses.fsp: the student {student_model} (channels {list(s)}) and the teacher "
                              f"{teacher_model} ({list(t)}) differ in channels; FSP needs equal channel counts "
-                             "at every stage (RepDistiller refuses such pairs too)")
+                             "at every stage (RepDistiller refuses such pairs too), or set losses.fsp.connector=conv")
+
+    def __init__(self, params: FSPParams, ctx: TermContext):
+        super().__init__(params, ctx)
+        self.connectors = nn.ModuleList()
+        if params.connector == "conv":
+            pairs = zip(feature_shapes(ctx.student, ctx.image_shape)[0], feature_shapes(ctx.teacher, ctx.image_shape)[0])
+            self.connectors.extend(nn.Identity() if s[0] == t[0] else
+                                   nn.Sequential(nn.Conv2d(s[0], t[0], 1, bias=False), nn.BatchNorm2d(t[0]))
+                                   for s, t in pairs)
 
     def init_epochs(self) -> int:
         return self.params.init_epochs
 
     def init_parameters(self, student: nn.Module) -> list[nn.Parameter]:
-        return feature_parameters(student)
+        return list(self.connectors.parameters()) + feature_parameters(student)
 
     def init_loss(self, step: StepInputs) -> Tensor:
-        return self.params.weight * fsp_loss([s.float() for s in step.student_features["stages"]],
-                                             [t.float() for t in step.teacher_features["stages"]])
+        maps = [s.float() for s in step.student_features["stages"]]
+        if len(self.connectors):
+            maps = [conn(m) for conn, m in zip(self.connectors, maps)]
+        return self.params.weight * fsp_loss(maps, [t.float() for t in step.teacher_features["stages"]])
 
     def forward(self, step: StepInputs):
         return {}
