@@ -75,3 +75,18 @@ def test_an_interrupted_stage_resumes_to_the_same_weights(tmp_path, monkeypatch)
 def test_a_run_records_its_stage_in_the_summary(tmp_path):
     summary = _trainer(tmp_path / "run", "fsp", init_epochs=1).fit()
     assert [r["term"] for r in summary["init"]] == ["fsp"] and summary["epochs"] == 1
+
+
+def test_the_new_terms_run_under_the_curriculum(tmp_path):
+    cfg = RunConfig.from_dict({**BASE, "method": "slkd", "epochs": 10,
+                               "losses": {"sp": {"weight": 3000.0}, "nst": {"weight": 50.0},
+                                          "ab": {"init_epochs": 1}}})
+    torch.manual_seed(123)
+    trainer = engine.Trainer(cfg, tmp_path / "slkd", teacher=create_model("resnet14", 10, in_channels=1),
+                             log=lambda m: None)
+    summary = trainer.fit()
+    rows = trainer.run.read_metrics()
+    curriculum = [r for r in rows if r["curriculum"]]
+    assert curriculum and all("train_sp" in r and "train_nst" in r and "train_mse" in r for r in curriculum)
+    assert min(r["pool_size"] for r in curriculum) < rows[0]["pool_size"]  # the pacing shrank the pool
+    assert summary["init"][0]["term"] == "ab"
