@@ -69,6 +69,10 @@ def cmd_train(args) -> int:
     from .executors.planning import plan_lines
     from .runs import RunStore
 
+    if args.metrics_writer:
+        args.set = [*args.set, f"metrics_writers=[{','.join(args.metrics_writer)}]"]
+    if args.log_every is not None:
+        args.set = [*args.set, f"log_every={args.log_every}"]
     given = merge(_load_config_file(args.config) if args.config else {}, parse_overrides(args.set or []))
     cfg = build_config(args.config, args.set, args.device)
     store = RunStore(args.results)
@@ -236,6 +240,12 @@ def make_parser() -> argparse.ArgumentParser:
                         "(teacher.model=resnet32, losses.kd.T=4, curriculum.order=hard_first)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the config's, auto)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and the resolved config, train nothing")
+    p.add_argument("--metrics-writer", action="append", default=[], choices=("csv", "tensorboard"),
+                   help="also write the metrics to the run's folder: csv (metrics.csv) or tensorboard (tensorboard/, "
+                        "needs pip install 'kdrepro[tensorboard]'); repeatable; same as --set metrics_writers=[...]")
+    p.add_argument("--log-every", type=int, default=None, metavar="N",
+                   help="without a progress bar (output not a terminal): a plain progress line every N epochs "
+                        "(default: about 20 a run); same as --set log_every=N")
     p.add_argument("--wait", type=_seconds, default=WAIT, metavar="SECONDS",
                    help="how long to wait for a run (or its teacher) that another process is training "
                         f"(default {WAIT / 86400:.0f} days)")

@@ -87,8 +87,8 @@ PRESETS: dict[str, tuple[tuple[str, ...], dict | None]] = {
 }
 
 # Fields that do not change what a run computes (beyond rounding); excluded from the run id.
-RUNTIME_FIELDS = frozenset({"device", "teacher_cache", "teacher_cache_dtype", "compile", "channels_last", "progress", "data_root",
-                            "num_threads", "cache_threads"})
+RUNTIME_FIELDS = frozenset({"device", "teacher_cache", "teacher_cache_dtype", "compile", "channels_last", "progress",
+                            "data_root", "num_threads", "cache_threads", "metrics_writers", "log_every"})
 # Dataset option keys that locate files rather than define data; excluded from the run id.
 _LOCATION_OPTIONS = frozenset({"path", "root"})
 
@@ -186,6 +186,25 @@ class RunConfig(BaseModel):
     #: torch threads while building the teacher-logit cache only (None: num_threads); the local executor
     #: gives a cache builder every worker's core when all other runs wait for its cache
     cache_threads: PositiveInt | None = None
+    #: metrics writers for the run's folder: csv (metrics.csv), tensorboard (tensorboard/; the tensorboard extra)
+    metrics_writers: tuple[str, ...] = ()
+    #: without a progress bar (output not a terminal): a plain line every N epochs (None: about 20 a run)
+    log_every: PositiveInt | None = None
+
+    @field_validator("metrics_writers", mode="before")
+    @classmethod
+    def _writers(cls, v):
+        from .callbacks import METRICS_WRITERS
+
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"must be a list of writer names ({', '.join(METRICS_WRITERS.names())})")
+        for name in v:
+            if name not in METRICS_WRITERS:
+                names = METRICS_WRITERS.names()
+                raise ValueError(f"unknown writer {name!r}; choose from {', '.join(names)}{nearest(str(name), names)}")
+        return tuple(dict.fromkeys(v))
 
     @field_validator("momentum")
     @classmethod

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, sequencer
 from .augment import CropFlip
+from .callbacks import ProgressLines, metrics_writers_for
 from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_ready, state_dict_hash
 from .config import RunConfig
 from .curriculum import Curriculum
@@ -227,7 +228,8 @@ class Trainer:
     """Trains one run into ``run_dir``; :meth:`fit` resumes from ``checkpoints/latest.pt`` when present."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | os.PathLike | RunDir, teacher: nn.Module | TeacherSpec | None = None,
-                 cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None):
+                 cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
+                 callbacks: list | None = None):
         self.cfg = cfg.resolved()
         self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.run_dir = self.run.path
@@ -302,6 +304,20 @@ class Trainer:
         self._metrics: list[dict] = []
         #: called before every epoch (the run store checks that it still holds the run's lock)
         self.epoch_hook: Callable[[], None] | None = None
+        #: told of phase starts, finished epochs and the end (:mod:`kdrepro.callbacks`); fit() adds the config's
+        #: metrics writers and, without a progress bar, :class:`kdrepro.callbacks.ProgressLines`
+        self.callbacks: list = list(callbacks or [])
+
+    @property
+    def metrics(self) -> list[dict]:
+        """The finished epochs' metrics rows so far."""
+        return self._metrics
+
+    def _notify(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is not None:
+                method(self, *args)
 
     # ------------------------------------------------------------------ teacher
     def prepare_teacher(self) -> None:
@@ -501,6 +517,9 @@ class Trainer:
             pool, phase_index = state["pool"], state["phase"]
             self.log(f"resuming {self.run_dir.name} after epoch {epoch}/{cfg.epochs}")
         bar = tqdm(total=cfg.epochs, initial=epoch, desc=self.run_dir.name, unit="ep", disable=_quiet(cfg.progress))
+        self.callbacks += metrics_writers_for(cfg.metrics_writers, self.run_dir, self.log)
+        if cfg.progress is None and bar.disable:  # no bar: the output is not a terminal
+            self.callbacks.append(ProgressLines(cfg.epochs, cfg.log_every, self.log, self.run_dir.name))
         while epoch < cfg.epochs:
             if self.epoch_hook is not None:
                 self.epoch_hook()
@@ -508,6 +527,7 @@ class Trainer:
             phase = sequencer.phase_at(self.schedule, epoch)
             if phase.index != phase_index:
                 pool, phase_index = self.start_phase(phase), phase.index
+                self._notify("on_phase", phase, len(pool))
             lr = self.optimizer.param_groups[0]["lr"]
             t_train = time.perf_counter()
             row = self.train_epoch(pool, phase, epoch + 1)
@@ -526,6 +546,7 @@ class Trainer:
                             "wall_seconds": round(counters["total_seconds"], 3)})
             self.run.save(self._state(epoch, phase_index, pool, metrics, counters), latest)
             self.run.write_metrics(metrics)
+            self._notify("on_epoch", metrics[-1])
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", top1=f"{top1:.2f}", pool=len(pool))
         bar.close()
@@ -544,6 +565,7 @@ class Trainer:
         if init_record is not None:
             summary["init"] = init_record
         self.run.write_summary(summary)
+        self._notify("on_end", summary)
         return summary
 
 

@@ -438,9 +438,11 @@ class RunStore:
         return rows
 
     # ------------------------------------------------------------------ running
-    def run(self, cfg: RunConfig, train: bool = True, log=None, wait: float | None = WAIT) -> RunResult:
+    def run(self, cfg: RunConfig, train: bool = True, log=None, wait: float | None = WAIT,
+            callbacks: list | None = None) -> RunResult:
         """The finished result of ``cfg``: stored if finished, else resumed or trained (``train=True``). A run
-        (or teacher) that another process is training is waited for up to ``wait`` seconds."""
+        (or teacher) that another process is training is waited for up to ``wait`` seconds. ``callbacks``
+        (:mod:`kdrepro.callbacks`) follow this run's training (not its teacher's)."""
         cfg = cfg.resolved()  # validates before anything is written
         d = self.run_dir(cfg)
         if self.status(d) == "finished":
@@ -451,15 +453,15 @@ class RunStore:
         with self._locked(cfg, wait=wait or 0.0, log=log) as beat:
             if self.status(d) == "finished":  # finished by another process while this one waited
                 return self.load(d)
-            return self._train(cfg, d, teacher, log, beat)
+            return self._train(cfg, d, teacher, log, beat, callbacks)
 
-    def _train(self, cfg: RunConfig, d: Path, teacher, log, beat: _Heartbeat) -> RunResult:
+    def _train(self, cfg: RunConfig, d: Path, teacher, log, beat: _Heartbeat, callbacks=None) -> RunResult:
         from .engine import Trainer
 
         fresh = not d.exists()
         rd = RunDir(d, fence=self.fence(beat, d))
         try:
-            trainer = Trainer(cfg, rd, teacher=teacher, cache_dir=self.cache_dir, log=log)
+            trainer = Trainer(cfg, rd, teacher=teacher, cache_dir=self.cache_dir, log=log, callbacks=callbacks)
             d.mkdir(parents=True, exist_ok=True)
             if not rd.config.exists():
                 rd.write_config(cfg.to_dict())
