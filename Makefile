@@ -8,10 +8,10 @@ PROFILE ?= demo
 NB ?=
 JOBS ?=
 #: every extra: `make setup` is the development environment (pyproject.toml lists what each one adds)
-EXTRAS := notebooks,test,cluster,tensorboard
+EXTRAS := notebooks,test,cluster,tensorboard,docs
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 
-.PHONY: setup test test-fast reproduce notebooks lab bench clean-venv help
+.PHONY: setup test test-fast reproduce notebooks lab bench site clean-venv help
 
 help:
 	@echo "make setup      create .venv from constraints.txt (exact versions) with kdrepro (editable) and every extra"
@@ -19,6 +19,7 @@ help:
 	@echo "make reproduce  run every notebook headless with papermill [PROFILE=demo] [NB=03] [JOBS=2]"
 	@echo "make notebooks  refresh the stored notebook outputs (smoke profile) after a deliberate change"
 	@echo "make bench      benchmark the fast path against the authors' training loop"
+	@echo "make site       build/site: docs/ and every profile's executed notebooks as one static HTML site"
 	@echo "make lab        open JupyterLab on notebooks/"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -48,6 +49,9 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_kd.py
 	$(PY) benchmarks/bench_bf16_cpu.py
+
+site: $(STAMP)
+	$(PY) tools/build_site.py
 
 clean-venv:
 	rm -rf $(VENV)

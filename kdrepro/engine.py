@@ -1,5 +1,6 @@
-"""One training loop for every run: teacher or vanilla student (CE), KD student (KD, FitNets, AT or a
-combination) and SLKD student (KD + the snapshot sequencer).
+"""One training loop for every run: teacher or vanilla student (CE), a student distilled by any
+combination of registered loss terms (:mod:`kdrepro.terms`: KD, FitNets, AT, DKD, CRD, ...), and SLKD
+student (KD + the logit-MSE term + the snapshot sequencer).
 
 The loop follows the authors' ``train_slkd.py`` (github.com/HaoranZhao1988/kd) where it defines the
 method, and airbench where it defines speed:
@@ -7,14 +8,15 @@ method, and airbench where it defines speed:
 * data stay on the device as uint8 tensors; each batch is cropped, flipped and normalised there
   (:class:`kdrepro.augment.CropFlip`); shuffling and augmentation draw from one seeded CPU generator, so a
   seed gives the same batches on every device;
-* the teacher's logits come from the exact per-view cache (:mod:`kdrepro.cache`) when the losses need
-  only logits, from a live forward pass otherwise (FitNets and AT need the teacher's features);
+* the teacher's logits come from the exact per-view cache (:mod:`kdrepro.cache`) when the active terms
+  need only logits, from a live forward pass otherwise (a term that needs the teacher's features);
 * at the start of each curriculum phase a frozen copy of the student (the snapshot) scores every
   un-augmented training image once, and the phase trains on the easiest fraction of each class
   (:mod:`kdrepro.sequencer`); the authors re-sort every epoch with the same snapshot, which selects the
   same pool;
-* loss = ce_weight * CE + kd_weight * T^2 KL(teacher || student) [+ mse_weight * MSE(student, teacher
-  logits) in curriculum phases] [+ fitnet_weight * hint] [+ at_weight * AT];
+* the loss is the sum of every active term's weighted parts (``losses.<term>.weight``; a term with weight 0
+  is inactive), in the terms' registration order; a term marked ``curriculum_only`` (SLKD's logit MSE)
+  applies in curriculum phases only, and the engine computes only what the active terms need;
 * after every epoch the state (model, optimiser, scheduler, RNG states, phase, pool, metrics) is written
   atomically to ``checkpoints/latest.pt`` and the metrics to ``metrics.jsonl``, so a run killed at any
   moment resumes from its last finished epoch and ends with the same numbers (on CPU, fixed seed).

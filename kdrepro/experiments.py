@@ -68,8 +68,8 @@ _REQUIRED = ("name", "datasets", "seeds", "base", "pairs")
 _FROM_DATA = object()  # parse_profile's ints(): read the values from the profile
 #: columns of every tidy run table, in order (studies add ``axis``/``variant`` labels)
 RUN_COLUMNS = ("dataset", "teacher", "student", "method", "model", "variant", "seed", "epochs", "last_top1",
-               "best_top1", "best_epoch", "iterations", "images_seen", "train_seconds", "wall_seconds", "run_id",
-               "flags")
+               "best_top1", "best_epoch", "iterations", "images_seen", "train_seconds", "wall_seconds", "device",
+               "run_id", "flags")
 
 log = logging.getLogger("kdrepro.experiments")
 
@@ -601,8 +601,9 @@ class Experiment:
         frames = []
         for row in runs.to_dict("records"):
             metrics = pd.DataFrame(self.store.load(row["run_id"]).metrics())
-            for key in ("dataset", "teacher", "student", "method", "model", "variant", "seed", "run_id"):
-                metrics[key] = row[key]
+            for key in ("dataset", "teacher", "student", "method", "model", "variant", "seed", "device", "run_id"):
+                if key in row:
+                    metrics[key] = row[key]
             frames.append(metrics)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -685,8 +686,20 @@ def run_row(result: RunResult, labels: Mapping[str, Any]) -> dict[str, Any]:
     row = dict(labels)
     row.update(epochs=s["epochs"], last_top1=s["last_top1"], best_top1=s["best_top1"], best_epoch=s["best_epoch"],
                iterations=s["iterations"], images_seen=s["images_seen"], train_seconds=s["train_seconds"],
-               wall_seconds=s["wall_seconds"], run_id=result.run_id, flags=",".join(run_flags(result)))
+               wall_seconds=s["wall_seconds"], device=run_device(s), run_id=result.run_id,
+               flags=",".join(run_flags(result)))
     return row
+
+
+def run_device(summary: Mapping[str, Any]) -> str:
+    """Where a run was trained, from its summary's environment: ``GPU: <name>`` or ``CPU: <model>`` (runs
+    stored before summaries named the CPU model say ``CPU: model not recorded``)."""
+    env = summary.get("environment") or {}
+    name = str(env.get("device_name") or "").replace("(R)", "").replace("(TM)", "")
+    name = " ".join(name.replace(" Processor", "").split())
+    if str(env.get("device", "cpu")).startswith("cuda"):
+        return f"GPU: {name or 'model not recorded'}"
+    return f"CPU: {name if name and name.lower() != 'cpu' else 'model not recorded'}"
 
 
 #: classes of the built-in data sets (runs stored before summaries recorded their class count)

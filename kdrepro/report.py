@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -450,12 +451,18 @@ def _with_pair(runs: pd.DataFrame, by: list[str]) -> list[str]:
 
 
 def timing_table(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Mean wall and training seconds and iterations per group (timings vary between machines and
-    runs: notebooks show this table in a cell whose output nbval does not compare)."""
-    by = _with_pair(runs, list(by))
+    """Mean wall and training seconds and iterations per group and device (a mean never mixes runs trained
+    on different devices; timings vary between machines and runs: notebooks show this table in a cell
+    whose output nbval does not compare)."""
+    groups = _with_pair(runs, list(by))
+    by = groups + (["device"] if "device" in runs.columns and "device" not in groups else [])
     g = runs.groupby(by, sort=False)
     out = g[["wall_seconds", "train_seconds", "iterations"]].mean().reset_index()
     out["runs"] = g.size().values
+    if groups and len(by) > len(groups):  # each group's devices next to each other, groups in order of appearance
+        first = {key: i for i, key in reversed(list(enumerate(runs[groups].itertuples(index=False, name=None))))}
+        order = [first[key] for key in out[groups].itertuples(index=False, name=None)]
+        out = out.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
     out["seconds / 1k iterations"] = 1000 * out["train_seconds"] / out["iterations"]
     return round_table(out, 1)
 
@@ -699,23 +706,27 @@ def _flagged_note(ax, runs: pd.DataFrame | None) -> None:
         ax.plot([], [], "x", color="red", ms=7, mew=2, label="flagged run (chance level or exploded loss)")
 
 
-def plot_methods(summary: pd.DataFrame, runs: pd.DataFrame | None = None, methods: Sequence[str] | None = None):
-    """Last-epoch top-1 per method, one group per data set and pair: mean ± std over seeds (diamonds; a
-    hollow circle where there is one seed, e.g. the teacher), and every seed's value (small points) when
-    the tidy ``runs`` table is given."""
-    import matplotlib.pyplot as plt
+#: a method whose mean is this many points below the median of the methods' means is drawn on its own scale
+OUTLIER_POINTS = 10.0
 
-    methods = list(methods or METHOD_NAMES)
-    groups = list(dict.fromkeys(zip(summary["dataset"], summary["teacher"], summary["student"])))
-    present = [m for m in methods if m in set(summary["method"])] + \
-              [m for m in dict.fromkeys(summary["method"]) if m not in methods]
-    fig, ax = plt.subplots(figsize=(max(6.4, 1.7 * len(groups) + 4.5), 3.4))
-    width = 0.7 / max(1, len(present))
-    for k, method in enumerate(present):
+
+def outlier_methods(summary: pd.DataFrame) -> list[str]:
+    """Methods whose last-epoch mean is more than :data:`OUTLIER_POINTS` below the median of all methods'
+    means in some group: on a shared axis they would squash every other method into a thin band."""
+    out = []
+    for _, sub in summary.groupby(["dataset", "teacher", "student"], sort=False):
+        median = sub["last_mean"].median()
+        out += [m for m, v in zip(sub["method"], sub["last_mean"]) if median - v > OUTLIER_POINTS]
+    return list(dict.fromkeys(out))
+
+
+def _method_markers(ax, summary, runs, methods, groups, write_values: bool = False):
+    """Mean ± std (diamond; hollow circle for one seed) and per-seed points of ``methods`` per group."""
+    width = 0.7 / max(1, len(methods))
+    for k, method in enumerate(methods):
         sub = summary[summary["method"] == method].set_index(["dataset", "teacher", "student"])
-        offset = (k - (len(present) - 1) / 2) * width
+        offset = (k - (len(methods) - 1) / 2) * width
         colour = METHOD_COLOURS.get(method)
-        seeds = [int(sub.loc[g, "seeds"]) for g in groups if g in sub.index]
         for i, g in enumerate(groups):
             if g not in sub.index:
                 continue
@@ -727,19 +738,59 @@ def plot_methods(summary: pd.DataFrame, runs: pd.DataFrame | None = None, method
                 r = runs[(runs["method"] == method) & (runs["dataset"] == g[0]) & (runs["teacher"] == g[1])
                          & (runs["student"] == g[2])]
                 _seed_points(ax, [i + offset] * len(r), r["last_top1"], r.get("flags", [""] * len(r)), colour)
-        label = METHOD_NAMES.get(method, method)
+            if write_values:  # an outlier panel: write the value
+                ax.annotate(fmt_mean_std(sub.loc[g, "last_mean"], sub.loc[g, "last_std"], n),
+                            (i + offset, sub.loc[g, "last_mean"]), xytext=(8, 0), textcoords="offset points",
+                            va="center", fontsize="small", color=colour)
+
+
+def plot_methods(summary: pd.DataFrame, runs: pd.DataFrame | None = None, methods: Sequence[str] | None = None):
+    """Last-epoch top-1 per method, one group per data set and pair: mean ± std over seeds (diamonds; a
+    hollow circle where there is one seed, e.g. the teacher), and every seed's value (small points) when
+    the tidy ``runs`` table is given. A method far below the others (:func:`outlier_methods`) gets a panel
+    of its own scale, with its value written beside it. The legend sits outside the panels."""
+    import matplotlib.pyplot as plt
+
+    methods = list(methods or METHOD_NAMES)
+    groups = list(dict.fromkeys(zip(summary["dataset"], summary["teacher"], summary["student"])))
+    present = [m for m in methods if m in set(summary["method"])] + \
+              [m for m in dict.fromkeys(summary["method"]) if m not in methods]
+    outliers = [m for m in present if m in outlier_methods(summary)]
+    main = [m for m in present if m not in outliers]
+    width = max(6.4, 1.7 * len(groups) + 4.5)
+    if outliers:
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(width + 1.8, 3.4),
+                                       gridspec_kw={"width_ratios": [max(3, len(main)), 1.4]})
+    else:
+        fig, ax = plt.subplots(figsize=(width, 3.4))
+    _method_markers(ax, summary, runs, main, groups)
+    handles = []
+    for method in present:
+        seeds = [int(n) for n in summary.loc[summary["method"] == method, "seeds"]]
+        colour = METHOD_COLOURS.get(method)
         spread = _spread_label(seeds[0]) if len(set(seeds)) == 1 else f"mean ± std, {min(seeds)}–{max(seeds)} seeds"
-        ax.errorbar([], [], yerr=[] if seeds and max(seeds) > 1 else None, fmt="D" if max(seeds, default=1) > 1 else "o",
-                    mfc=colour if max(seeds, default=1) > 1 else "white", color=colour, label=f"{label} ({spread})")
+        own = ", own scale" if method in outliers else ""
+        handles.append(ax.errorbar([], [], yerr=[] if max(seeds) > 1 else None, fmt="D" if max(seeds) > 1 else "o",
+                                   mfc=colour if max(seeds) > 1 else "white", color=colour,
+                                   label=f"{METHOD_NAMES.get(method, method)} ({spread}{own})"))
     _flagged_note(ax, runs)
-    ax.set_xticks(range(len(groups)), [f"{d}\n{t} -> {s}" for d, t, s in groups])
+    labels = [f"{d}\n{t} -> {s}" for d, t, s in groups]
+    ax.set_xticks(range(len(groups)), labels)
     ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_xlabel("")
     ax.set_ylabel("test top-1 (%), last epoch")
     _span_at_least(ax)
-    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.grid(axis="y", alpha=0.3)
+    if outliers:
+        _method_markers(side, summary, runs, outliers, groups, write_values=True)
+        side.set_xticks(range(len(groups)), labels)
+        side.set_xlim(-0.5, len(groups) - 0.5 + 0.6)
+        side.set_xlabel("")
+        side.set_title("own scale", fontsize="small")
+        side.grid(axis="y", alpha=0.3)
     fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)
     _incomplete(fig, summary, runs)
     return fig
 
@@ -776,39 +827,68 @@ def plot_ablations(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
         if len(kd):
             ax.axvline(kd["last_mean"].iloc[0], color="k", ls="--", lw=1,
                        label=f"KD ({_spread_label(int(kd['seeds'].iloc[0])).replace('mean ± std, ', 'mean of ')})")
-        ax.set_title(f"{axis} ({', '.join(_spread_label(n) for n in seeds)})", fontsize="medium")
+        counts = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
+        ax.set_title(f"{axis} ({counts} seed{'s' if seeds[-1] > 1 else ''})", fontsize="medium")
         ax.set_xlabel("top-1 (%), last epoch")
         _span_at_least(ax, "x")
         ax.grid(axis="x", alpha=0.3)
-    if len(kd):
-        axes[0][0].legend(fontsize="small", loc="best")
     fig.suptitle("SLKD ablations (orange: the authors' setting; diamond: mean ± std over seeds; hollow: one seed)",
                  fontsize="medium")
     fig.tight_layout()
+    if len(kd):  # below the panels, where it covers no point
+        fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize="small", loc="upper center",
+                   bbox_to_anchor=(0.5, 0.0), frameon=False)
     _incomplete(fig, summary, runs)
     return fig
 
 
+def _mean_curve(group: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Per epoch over a group's runs: mean of ``x`` and of test top-1, and the lowest and highest top-1."""
+    g = group.groupby("epoch")
+    return pd.DataFrame({"x": g[x].mean(), "mean": g["test_top1"].mean(), "lo": g["test_top1"].min(),
+                         "hi": g["test_top1"].max(), "runs": g.size()}).reset_index()
+
+
 def plot_efficiency(curves: pd.DataFrame):
-    """Test top-1 after every epoch against training iterations and against wall time: one line per run
-    (one seed each; method by colour, budget by line style)."""
+    """Test top-1 after every epoch against training iterations, and against wall time with one panel per
+    device (wall times of different devices are not comparable): for each method and budget the mean over
+    its seeds (method by colour, budget by line style), a band from the lowest to the highest seed, and
+    each seed as a thin line. The legend sits outside the panels."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
-    styles = ["-", "--", ":", "-."]
+    devices = list(dict.fromkeys(curves["device"])) if "device" in curves else [None]
+    fig, axes = plt.subplots(1, 1 + len(devices), figsize=(4.2 * (1 + len(devices)) + 2.6, 4.0), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))]
     budgets = list(dict.fromkeys(curves["variant"]))
-    for (method, variant, seed), run in curves.groupby(["method", "variant", "seed"], sort=False):
-        first = seed == curves[(curves["method"] == method) & (curves["variant"] == variant)]["seed"].iloc[0]
-        n = curves[(curves["method"] == method) & (curves["variant"] == variant)]["seed"].nunique()
-        kw = dict(color=METHOD_COLOURS.get(method), ls=styles[budgets.index(variant) % len(styles)], lw=1.0, alpha=0.8,
-                  label=f"{METHOD_NAMES.get(method, method)}, {variant} ({n} runs)" if first else None)
-        axes[0].plot(run["iterations"], run["test_top1"], **kw)
-        axes[1].plot(run["wall_seconds"], run["test_top1"], **kw)
+    handles = []
+    for (method, variant), group in curves.groupby(["method", "variant"], sort=False):
+        colour, ls = METHOD_COLOURS.get(method), styles[budgets.index(variant) % len(styles)]
+        n = group["seed"].nunique()
+        panels = [(axes[0], group, "iterations")]
+        for k, device in enumerate(devices):
+            sub = group if device is None else group[group["device"] == device]
+            if len(sub):
+                panels.append((axes[1 + k], sub, "wall_seconds"))
+        for ax, sub, x in panels:
+            for _, run in sub.groupby("seed", sort=False):
+                ax.plot(run[x], run["test_top1"], color=colour, lw=0.4, alpha=0.25)
+            mean = _mean_curve(sub, x)
+            if n > 1:
+                ax.fill_between(mean["x"], mean["lo"], mean["hi"], color=colour, alpha=0.12, lw=0)
+            line, = ax.plot(mean["x"], mean["mean"], color=colour, ls=ls, lw=1.6)
+        what = f"mean of {n} seeds" if n > 1 else "1 seed"
+        line.set_label(f"{METHOD_NAMES.get(method, method)}, {variant} ({what})")
+        handles.append(line)
     axes[0].set_xlabel("training iterations (optimizer steps)")
-    axes[1].set_xlabel("wall time (s)")
     axes[0].set_ylabel("test top-1 (%), every epoch")
-    axes[0].legend(fontsize="small")
-    fig.suptitle("One line per run (seed)", fontsize="medium")
+    for k, device in enumerate(devices):
+        axes[1 + k].set_xlabel("wall time (s)" + (f" on {device}" if device else ""))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.legend(handles=handles, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle("Mean over seeds (line), lowest to highest seed (band), each seed (thin)", fontsize="medium")
     fig.tight_layout()
     return fig
 
@@ -924,8 +1004,9 @@ def plot_paired(long: pd.DataFrame, title: str = "Paired by seed", xlabel: str =
     if hi - lo < 4:
         mid = (hi + lo) / 2
         ax.set_ylim(mid - 2, mid + 2)
-    if hue:
-        ax.legend(title=None, fontsize="small")
+    if hue:  # beside the panel, where it covers no point
+        ax.legend(title=None, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_xticks(ax.get_xticks(), [textwrap.fill(t.get_text(), 18) for t in ax.get_xticklabels()])
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _incomplete(fig, long)
@@ -973,10 +1054,18 @@ def plot_teacher_agreement(anatomy):
 
     picks = [anatomy.records[0], anatomy.records[-1]] if len(anatomy.records) > 1 else anatomy.records
     fig, axes = plt.subplots(1, len(picks), figsize=(3.6 * len(picks), 3.2), squeeze=False)
+    cmap = plt.get_cmap("tab10")
     for ax, r in zip(axes[0], picks):
-        ax.scatter(anatomy.teacher_scores, r["scores"].numpy(), s=3, alpha=0.4, c=r["targets"].numpy(), cmap="tab10")
+        targets = r["targets"].numpy()
+        ax.scatter(anatomy.teacher_scores, r["scores"].numpy(), s=3, alpha=0.4, c=cmap(targets % 10))
         ax.set_title(f"phase {r['phase']}")
         ax.set_xlabel(f"teacher score ({anatomy.teacher_score})")
         ax.set_ylabel(f"snapshot score ({r['score']})")
+    classes = list(getattr(anatomy.dataset, "classes", None) or [])
+    present = sorted(set(int(c) for c in picks[0]["targets"].numpy()))
+    handles = [plt.Line2D([], [], ls="", marker="o", ms=5, color=cmap(c % 10),
+                          label=str(classes[c]) if c < len(classes) else f"class {c}") for c in present[:10]]
     fig.tight_layout()
+    fig.legend(handles=handles, title="class" + ("" if len(present) <= 10 else " (first 10)"), fontsize="small",
+               loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     return fig
