@@ -8,9 +8,10 @@ Examples::
     kdrepro show slkd-digits-resnet8-s0
     kdrepro reproduce --profile cpu --jobs 2
 
-Every user error (a bad key or value, a missing file, a locked run, a full disk) is one line on stderr
-and a non-zero exit: 2 for a bad configuration, 1 otherwise. An unexpected error (a bug) prints one line
-too, and its traceback goes to a log file whose path that line gives; ``--debug`` prints it instead.
+Every user error is one line on stderr and a non-zero exit (docs/errors.md): 2 for a bad key, value,
+config file or profile; 1 for a missing or damaged file, a locked run, a full disk. An unexpected error
+(a bug, exit 3) prints one line too, and its traceback goes to a log file whose path that line gives;
+``--debug`` prints it instead.
 """
 from __future__ import annotations
 
@@ -32,20 +33,12 @@ class UserError(RuntimeError):
 
 
 def _load_config_file(path: str) -> dict:
-    import yaml
+    from .yamlfile import YamlFileError, load_yaml
 
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    if p.is_dir():
-        raise ConfigError(f"config file {path} is a folder; give a YAML or JSON file")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ConfigError(f"config file {path} is not valid YAML/JSON ({first})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} cannot be read ({err})") from None
+        data = load_yaml(path, "config file")
+    except YamlFileError as err:
+        raise ConfigError(str(err)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -53,13 +46,29 @@ def _load_config_file(path: str) -> dict:
     return data
 
 
+def _check_device(device: str) -> None:
+    """A CUDA device that this machine has (``cuda``, ``cuda:N``), else :class:`ConfigError`."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(f"device={device!r}: this machine has no CUDA device; use device=cpu (or auto)")
+    index = int(device[5:]) if device.startswith("cuda:") else 0
+    if index >= count:
+        raise ConfigError(f"device={device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+
+
 def build_config(config_file: str | None, sets: list[str], device: str | None = None) -> RunConfig:
     """The resolved config of ``--config`` and ``--set`` (and ``--device``): every value checked."""
-    data = _load_config_file(config_file) if config_file else {}
+    data = _load_config_file(config_file) if config_file is not None else {}
     data = merge(data, parse_overrides(sets or []))
-    if device:
+    if device is not None:
         data["device"] = device
-    return RunConfig.from_dict(data).resolved()
+    cfg = RunConfig.from_dict(data).resolved()
+    _check_device(cfg.device)
+    return cfg
 
 
 # ------------------------------------------------------------------------------------------------ commands
@@ -73,7 +82,7 @@ def cmd_train(args) -> int:
         args.set = [*args.set, f"metrics_writers=[{','.join(args.metrics_writer)}]"]
     if args.log_every is not None:
         args.set = [*args.set, f"log_every={args.log_every}"]
-    given = merge(_load_config_file(args.config) if args.config else {}, parse_overrides(args.set or []))
+    given = merge(_load_config_file(args.config) if args.config is not None else {}, parse_overrides(args.set or []))
     cfg = build_config(args.config, args.set, args.device)
     store = RunStore(args.results)
     before = store.status(cfg)
@@ -170,21 +179,30 @@ def cmd_download(args) -> int:
     return 0
 
 
-def cmd_migrate(args) -> int:
-    from .migrate import migrate_store
+def _results_root(args):
+    """``--results``, else ``$KDREPRO_RESULTS``, else ``results``; an empty ``--results`` is refused."""
     from .runs import default_results_root
 
-    results = args.results or default_results_root()
+    if args.results is None:
+        return default_results_root()
+    if not args.results.strip():
+        raise ConfigError("--results '': empty path; give a results folder (default: results/)")
+    return args.results
+
+
+def cmd_migrate(args) -> int:
+    from .migrate import migrate_store
+
+    results = _results_root(args)
     done = migrate_store(results, dry_run=args.dry_run, data_root=args.data_root)
     return 1 if any(m.action == "skipped" for m in done) and args.strict else 0
 
 
 def cmd_export(args) -> int:
     from .export import export_runs
-    from .runs import default_results_root
 
     try:
-        done = export_runs(args.results or default_results_root(), args.to, args.runs or None,
+        done = export_runs(_results_root(args), args.to, args.runs or None,
                            teacher_weights=args.teacher_weights, replace=args.replace, weights=args.weights)
     except ValueError as err:
         raise UserError(str(err)) from None
@@ -330,6 +348,14 @@ def _bug_report(err: BaseException) -> str:
         return "(could not write a log file; run again with --debug)"
 
 
+#: the longest error message printed (a value inside a message is already cut short; this bounds the rest)
+MAX_MESSAGE = 2000
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + " ... (cut)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -339,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as err:
-        print(f"kdrepro: configuration error: {err}", file=sys.stderr)
+        print(_cut(f"kdrepro: configuration error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kdrepro: interrupted; a run resumes from its last finished epoch", file=sys.stderr)
@@ -351,19 +377,25 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 0
     except Exception as err:
+        from .experiments import ProfileError
+
+        if isinstance(err, ProfileError):  # a bad profile is a bad configuration
+            print(_cut(f"kdrepro: configuration error: {err}"), file=sys.stderr)
+            return 2
         if isinstance(err, _user_errors()):
             message = str(err).strip().replace("\n", "\n  ")
             if isinstance(err, OSError) and not isinstance(err, FileNotFoundError) and err.filename:
                 from .rundir import _fs_problem
 
                 message = f"{err.filename}: {_fs_problem(err)}"
-            print(f"kdrepro: error: {message}", file=sys.stderr)
+            print(_cut(f"kdrepro: error: {message}"), file=sys.stderr)
             return 1
         if args.debug:
             traceback.print_exc()
         else:
             log = _bug_report(err)
-            print(f"kdrepro: unexpected error ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            first = str(err).splitlines()[0][:200] if str(err) else ""
+            print(f"kdrepro: unexpected error ({type(err).__name__}: {first}); "
                   f"this is probably a bug. The full report: {log} (or run again with --debug)", file=sys.stderr)
         return 3
 

@@ -57,7 +57,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .registry import nearest
-from .values import (Bool, Float, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed, explain)
+from .values import (Bool, Float, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed, Threads, explain, short)
 
 #: version of the config layout and of the run-id hash; ``kdrepro migrate`` upgrades older stores
 SCHEMA = 2
@@ -182,10 +182,10 @@ class RunConfig(BaseModel):
     channels_last: Bool = True
     progress: Bool | None = None
     data_root: str | None = None
-    num_threads: PositiveInt | None = None
+    num_threads: Threads | None = None
     #: torch threads while building the teacher-logit cache only (None: num_threads); the local executor
     #: gives a cache builder every worker's core when all other runs wait for its cache
-    cache_threads: PositiveInt | None = None
+    cache_threads: Threads | None = None
     #: metrics writers for the run's folder: csv (metrics.csv), tensorboard (tensorboard/; the tensorboard extra)
     metrics_writers: tuple[str, ...] = ()
     #: without a progress bar (output not a terminal): a plain line every N epochs (None: about 20 a run)
@@ -311,7 +311,12 @@ class RunConfig(BaseModel):
                 changes[key] = value
         milestones = changes.get("milestones", self.milestones)
         if list(milestones) != sorted(milestones):
-            raise ConfigError(f"milestones={list(milestones)}: must be increasing")
+            raise ConfigError(f"milestones={short(list(milestones))}: must be increasing")
+        if self.milestones is not None:
+            _check_given_milestones(list(self.milestones), changes.get("epochs", self.epochs), recipe)
+        if self.momentum == 0 and self.nesterov:
+            raise ConfigError("nesterov=true with momentum=0: Nesterov momentum needs momentum > 0 (SGD refuses it); "
+                              "set momentum or nesterov=false")
         changes["losses"] = self._resolve_losses(recipe)
         changes["curriculum"] = self._resolve_curriculum()
         needs_teacher = _needs_teacher(changes["losses"], changes["curriculum"])
@@ -407,6 +412,18 @@ class RunConfig(BaseModel):
             raise ConfigError(explain(err, "curriculum.pacing_options")) from None
         return cur.model_copy(update={"pacing_options": options.model_dump(mode="json")}).model_dump(mode="json")
 
+    def _check_teacher_keys(self) -> None:
+        """A teacher is a CE run on the student's data: it has no teacher of its own and no other data set."""
+        for key in ("teacher", "teacher_weights"):
+            if self.teacher.get(key) is not None:
+                raise ConfigError(f"teacher.{key}: a teacher is trained with method=ce and has no teacher of its own; "
+                                  "remove the key")
+        for key in ("dataset", "dataset_options", "data_fingerprint"):
+            given = self.teacher.get(key)
+            if given is not None and given != getattr(self, key):
+                raise ConfigError(f"teacher.{key}={short(given)}: a teacher is trained on the student's data "
+                                  f"({key}={short(getattr(self, key))}); remove the key")
+
     def teacher_config(self) -> "RunConfig":
         """The teacher's run config: a CE run on the same data set, seed 0 unless given; it takes the
         student's *given* recipe and augmentation fields unless it sets its own."""
@@ -414,6 +431,7 @@ class RunConfig(BaseModel):
             raise ConfigError("this run names no teacher (set 'teacher' or 'teacher_weights')")
         if not isinstance(self.teacher, dict):
             raise ConfigError(f"teacher must be a mapping of run-config keys, got {self.teacher!r}")
+        self._check_teacher_keys()
         inherited = {k: getattr(self, k) for k in ("recipe", *OPTIM_FIELDS, *AUGMENT_FIELDS)
                      if k in self.model_fields_set or k == "recipe"}
         if "milestones" in inherited and "epochs" in self.teacher and "milestones" not in self.teacher:
@@ -618,9 +636,21 @@ def _weights_hash(path: str, teacher: dict | None) -> str:
     return digest.hexdigest()
 
 
+def _check_given_milestones(given: list[int], epochs: int, recipe: dict) -> None:
+    """Milestones a user gave: each epoch once (``[2, 2]`` would cut the lr twice at one step), none past the
+    last epoch. The recipe's milestones scaled to ``epochs`` (what kdrepro itself writes into a config, which
+    for a few epochs may repeat an epoch) are accepted as they are."""
+    if given == [round(m * epochs / recipe["epochs"]) for m in recipe["milestones"]]:
+        return
+    if any(b <= a for a, b in zip(given, given[1:])):
+        raise ConfigError(f"milestones={short(given)}: must be increasing, each epoch once")
+    if given and given[-1] > epochs:
+        raise ConfigError(f"milestones={short(given)}: every milestone must be an epoch within epochs={epochs}")
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["epochs=30", "teacher.model=resnet32"]`` -> a nested dict, values parsed as YAML scalars/lists."""
-    import yaml
+    from .yamlfile import YamlFileError, parse_yaml
 
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -629,14 +659,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, raw = pair.split("=", 1)
         if not key or any(not part for part in key.split(".")):
             raise ConfigError(f"--set {pair!r}: empty key")
+        if len(key) > 200 or key.count(".") > 8:
+            raise ConfigError(f"--set {short(key)}: the key is too long or too deeply nested")
         if raw.strip() == "":
             raise ConfigError(f"--set {key}=: empty value; give a value, or leave the key out to take the "
                               "recipe's (null also means that)")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
-            first = str(err).strip().splitlines()[0]
-            raise ConfigError(f"--set {key}={raw!r}: cannot parse the value ({first})") from None
+            value = parse_yaml(raw, f"--set {key}={short(raw)}:")
+        except YamlFileError as err:
+            raise ConfigError(str(err)) from None
         target = out
         parts = key.split(".")
         for part in parts[:-1]:

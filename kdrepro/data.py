@@ -649,14 +649,23 @@ def _load_npz(
     if x_train.shape[1:] != x_test.shape[1:]:
         raise _corrupt(file, f"x_train images are {x_train.shape[1:]} but x_test images are {x_test.shape[1:]}",
                        "save both splits with one image shape")
+    y_train = np.asarray(arrays["y_train"])
     if "classes" in arrays:
         classes = [str(c) for c in arrays["classes"].reshape(-1)]
-    else:
-        labels = [np.asarray(arrays[k]).reshape(-1) for k in ("y_train", "y_test")]
-        top = max((int(v.max()) for v in labels if v.size and np.issubdtype(v.dtype, np.integer)), default=0)
-        classes = [str(i) for i in range(top + 1)]
+    else:  # as many classes as the training labels name: 0..max(y_train)
+        top = int(y_train.max()) if y_train.size and np.issubdtype(y_train.dtype, np.integer) else 0
+        classes = range(top + 1)  # names made below, once the labels are checked
+    y_train = _check_labels(file, y_train, len(x_train), len(classes), remedy)
+    present = np.unique(y_train)
+    if len(present) != len(classes):
+        # the first absent classes lie below len(present) + 5 (never build the whole range: a label of 1e8)
+        absent = np.setdiff1d(np.arange(min(len(classes), len(present) + 5)), present)[:5].tolist()
+        raise _corrupt(file, f"the training labels must use every class 0..{len(classes) - 1}; "
+                             f"{len(classes) - len(present)} class(es) have no training image (first: {absent})",
+                       "relabel the classes as 0..C-1, every one with training images")
+    classes = [str(c) for c in classes]
     x, key = (x_train, "y_train") if train else (x_test, "y_test")
-    y = _check_labels(file, np.asarray(arrays[key]), len(x), len(classes), remedy)
+    y = y_train if train else _check_labels(file, np.asarray(arrays[key]), len(x), len(classes), remedy)
     mean, std = _channel_stats(x_train)
     return _make("npz", x, y, classes, mean, std)
 

@@ -43,7 +43,7 @@ from . import __version__, sequencer
 from .augment import CropFlip
 from .callbacks import ProgressLines, metrics_writers_for
 from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_ready, state_dict_hash
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .curriculum import Curriculum
 from .data import ImageDataset, data_fingerprint, load_dataset
 from .models import create_model
@@ -255,6 +255,10 @@ class Trainer:
         self.targets = self.train_set.targets.to(self.device)
         self.test_images = self.test_set.images.to(self.device)
         self.test_targets = self.test_set.targets.to(self.device)
+        side = min(self.train_set.image_shape[1:])
+        if cfg.augment and cfg.crop_padding >= side:
+            raise ConfigError(f"crop_padding={cfg.crop_padding}: must be smaller than the {cfg.dataset} images' side "
+                              f"({side} pixels; reflect padding needs it), e.g. crop_padding={max(side // 8, 1)}")
         self.augment = CropFlip(padding=cfg.crop_padding if cfg.augment else 0, hflip=cfg.hflip and cfg.augment)
         self.schedule = cfg.schedule()
         self.curriculum = cfg.curriculum_config()

@@ -129,21 +129,24 @@ def list_profiles() -> list[str]:
 
 
 def load_profile(name: str | Path) -> Profile:
-    """A bundled profile by name (``smoke``, ``demo``, ``cpu``, ``paper``) or a profile YAML by path."""
-    import yaml
+    """A bundled profile by name (``smoke``, ``demo``, ``cpu``, ``paper``) or a profile YAML by path (read
+    through :func:`kdrepro.yamlfile.load_yaml`: a bounded regular file, no duplicate keys)."""
+    from .yamlfile import YamlFileError, load_yaml
 
+    if not str(name).strip():
+        raise ProfileError(f"--profile '': empty; choose one of {', '.join(list_profiles())} or give a profile .yaml")
     path = Path(name)
     if path.suffix not in (".yaml", ".yml"):
         if str(name) not in list_profiles():
             raise ProfileError(f"unknown profile {str(name)!r}; available: {', '.join(list_profiles())} "
                                f"(or give the path of a profile .yaml)")
         path = PROFILE_DIR / f"{name}.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise ProfileError(f"profile file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ProfileError(f"profile {path} is not valid YAML: {err}") from None
+        data = load_yaml(path, "profile", integer_keys=True)  # matched_steps: {300: 226}
+    except YamlFileError as err:
+        raise ProfileError(str(err)) from None
     return parse_profile(data, source=str(path))
 
 
@@ -184,6 +187,8 @@ def parse_profile(data: Any, source: str = "<profile>") -> Profile:
         return tuple(values)
 
     datasets = tuple(data["datasets"])
+    if not datasets:
+        raise fail("datasets: empty; name at least one data set (every table would report its runs missing)")
     for ds in datasets:
         if ds not in list_datasets():
             raise fail(f"datasets: {ds!r} is not a data set; choose from {', '.join(list_datasets())}")

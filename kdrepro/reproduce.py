@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import ConfigError
 from .executors import EXECUTORS, ExecutorError, RunsFailedError, SlurmOptions
 from .experiments import ProfileError, load_profile
 from .kernel_log import quiet_kernel_noise
@@ -130,6 +131,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, failed_dir: Path, 
     from papermill.exceptions import PapermillExecutionError
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(out_dir, path.stem)
     final = out_dir / path.name
     tmp = out_dir / f".{path.stem}.{os.getpid()}.running.ipynb"
     failed = failed_dir / f"{path.stem}.failed.ipynb"
@@ -152,6 +154,26 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, failed_dir: Path, 
     finally:
         tmp.unlink(missing_ok=True)
     return NotebookRun(path.stem, time.perf_counter() - start, final)
+
+
+def remove_abandoned(out_dir: Path, stem: str) -> list[Path]:
+    """Delete ``.<stem>.<pid>.running.ipynb`` files of ``out_dir`` whose process (on this machine) is gone: a
+    ``reproduce`` killed while it executed the notebook. Returns what was removed."""
+    removed = []
+    for tmp in out_dir.glob(f".{stem}.*.running.ipynb"):
+        pid = tmp.name[len(stem) + 2:-len(".running.ipynb")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def _count_new(folder: Path, since: float) -> int:
@@ -357,6 +379,12 @@ def slurm_options(args) -> SlurmOptions | None:
 
 def run_from_args(args) -> int:
     try:
+        if args.results is None:  # as train and runs: $KDREPRO_RESULTS, else results/
+            from .runs import default_results_root
+
+            args.results = str(default_results_root())
+        elif not args.results.strip():
+            raise ConfigError("--results '': empty path; give a results folder (default: results/)")
         if args.jobs < 0:
             raise ReproduceError(f"--jobs must be 0 or more, got {args.jobs}")
         slurm = slurm_options(args)
@@ -367,7 +395,10 @@ def run_from_args(args) -> int:
                   args.store_in_place, args.notebooks_dir, jobs=args.jobs, train_only=args.train_only,
                   train=not args.no_train,
                   executor=args.executor, slurm=slurm)
-    except (ProfileError, ReproduceError, RunsFailedError, ExecutorError) as err:
+    except (ProfileError, ConfigError) as err:  # a bad profile or value is a bad configuration (docs/errors.md)
+        print(f"kdrepro.reproduce: error: {err}", file=sys.stderr)
+        return 2
+    except (ReproduceError, RunsFailedError, ExecutorError) as err:
         print(f"kdrepro.reproduce: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -14,8 +14,9 @@ DESCRIPTION = ("Run the notebooks headless with papermill for one profile (first
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="demo", help="smoke, demo, cpu, cpu300, paper or a profile .yaml (default demo)")
     parser.add_argument("--notebook", default=None, metavar="NB", help="run one notebook: a prefix such as 03, or its name")
-    parser.add_argument("--results", default="results", metavar="DIR",
-                        help="results folder: runs/ and <profile>/{notebooks,tables,figures} (default ./results)")
+    parser.add_argument("--results", default=None, metavar="DIR",
+                        help="results folder: runs/ and <profile>/{notebooks,tables,figures} (default: "
+                             "$KDREPRO_RESULTS or ./results)")
     parser.add_argument("--data-root", default=None, metavar="DIR", help="where the data sets are (default $KDREPRO_DATA, then ./data)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="replace the profile's seeds")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")

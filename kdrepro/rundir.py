@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from .values import short
+
 
 class RunFileError(RuntimeError):
     """A run file that cannot be read or written; the message names the file and what to do."""
@@ -113,12 +115,6 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a value printed in a message is never long)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:
@@ -260,7 +256,7 @@ class RunDir:
         summary = self.read_summary()
         named = summary.get("run_id")
         if named is not None and named != run_id:
-            raise RunFileError(self.summary, f"names run {_short(named)}, not {run_id}: the file belongs to "
+            raise RunFileError(self.summary, f"names run {short(named)}, not {run_id}: the file belongs to "
                                              "another run. Delete the run folder to train it again")
         rows = self.read_metrics()
         if not all(isinstance(r, dict) and _number(r.get("test_top1")) for r in rows):
@@ -272,14 +268,14 @@ class RunDir:
                                              "to train it again")
         for key in ("last_top1", "best_top1"):
             if not _number(summary.get(key)):
-                raise RunFileError(self.summary, f"{key}={_short(summary.get(key))} is not a number; the file is "
+                raise RunFileError(self.summary, f"{key}={short(summary.get(key))} is not a number; the file is "
                                                  "damaged: delete the run folder to train it again")
         expected = {"epochs": epochs, "last_top1": rows[-1]["test_top1"] if rows else None,
                     "best_top1": max((r["test_top1"] for r in rows), default=None)}
         for key, value in expected.items():
             if summary.get(key) != value:
-                raise RunFileError(self.summary, f"{key}={_short(summary.get(key))} disagrees with metrics.jsonl "
-                                                 f"({_short(value)}); one of the files is damaged: delete the run "
+                raise RunFileError(self.summary, f"{key}={short(summary.get(key))} disagrees with metrics.jsonl "
+                                                 f"({short(value)}); one of the files is damaged: delete the run "
                                                  "folder to train it again")
 
     def save(self, obj: Any, path: Path) -> None:

@@ -54,7 +54,13 @@ WAIT = 7 * 24 * 3600.0
 
 
 def default_results_root() -> Path:
-    return Path(os.environ.get("KDREPRO_RESULTS", "results"))
+    """``$KDREPRO_RESULTS``, else ``results``; an empty ``KDREPRO_RESULTS`` is refused (never ``.``)."""
+    value = os.environ.get("KDREPRO_RESULTS")
+    if value is None:
+        return Path("results")
+    if not value.strip():
+        raise ConfigError("KDREPRO_RESULTS is set but empty; unset it (results/) or give a folder")
+    return Path(value)
 
 
 class RunLockedError(RuntimeError):
@@ -200,6 +206,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 class RunStore:
     def __init__(self, root: str | os.PathLike | None = None, stale_after: float | None = None,
                  heartbeat: float = HEARTBEAT):
+        if root is not None and not str(root).strip():
+            raise ConfigError("--results '': empty path; give a results folder (default: results/)")
         self.root = Path(root) if root is not None else default_results_root()
         self.stale_after = _stale_after(stale_after)
         # renew a held lock well within the stale timeout, however short that is set
@@ -329,6 +337,9 @@ class RunStore:
         d = Path(run)
         if d.is_dir() and (d / "config.json").exists():
             return d
+        if os.sep in text or text.startswith("."):
+            raise FileNotFoundError(f"{text} is not a run folder (no config.json in it); name a run id, a unique "
+                                    "id prefix or a run folder (`kdrepro runs` lists them)")
         d = self.runs_dir / text
         if d.is_dir():
             return d
@@ -470,7 +481,12 @@ class RunStore:
                 shutil.rmtree(d, ignore_errors=True)
             raise
         trainer.epoch_hook = beat.check
-        trainer.fit()
+        try:
+            trainer.fit()
+        except BaseException:
+            if fresh and rd.status() == "new" and beat.holds():
+                shutil.rmtree(d, ignore_errors=True)  # failed before its first epoch: leave no folder behind
+            raise
         return self.load(d)
 
     def _teacher_spec(self, cfg: RunConfig, log, wait):

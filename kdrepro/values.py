@@ -74,11 +74,36 @@ NonNegativeInt = Annotated[int, BeforeValidator(_int), AfterValidator(_check(lam
 #: a seed torch accepts (``torch.manual_seed`` takes 64-bit values)
 Seed = Annotated[int, BeforeValidator(_int),
                  AfterValidator(_check(lambda v: -(2**63) <= v < 2**64, "must be an integer in [-2^63, 2^64)"))]
+#: torch threads: at least 1, at most :data:`MAX_THREADS` (far more threads than cores only thrashes, and
+#: an absurd count crashes the OpenMP runtime)
+MAX_THREADS = 1024
+Threads = Annotated[int, BeforeValidator(_int),
+                    AfterValidator(_check(lambda v: 1 <= v <= MAX_THREADS, f"must be an integer in 1..{MAX_THREADS}"))]
 Float = Annotated[float, BeforeValidator(_float)]
 PositiveFloat = Annotated[float, BeforeValidator(_float), AfterValidator(_check(lambda v: v > 0, "must be > 0"))]
 NonNegativeFloat = Annotated[float, BeforeValidator(_float), AfterValidator(_check(lambda v: v >= 0, "must be >= 0"))]
 Fraction = Annotated[float, BeforeValidator(_float), AfterValidator(_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))]
 Bool = Annotated[bool, BeforeValidator(_bool)]
+#: a distillation temperature (KD, DKD): softmax(z / T) is one-hot below 0.1 and uniform above 100
+Temperature = Annotated[float, BeforeValidator(_float),
+                        AfterValidator(_check(lambda v: 0.1 <= v <= 100, "must be in [0.1, 100]"))]
+#: a loss term's weight: 0 (off) up to 10,000 (the largest published weights are 1,000: AT)
+Weight = Annotated[float, BeforeValidator(_float),
+                   AfterValidator(_check(lambda v: 0 <= v <= 10_000, "must be in [0, 10000]"))]
+
+
+#: how many characters of a value an error message shows
+SHORT = 60
+
+
+def short(value: Any, limit: int = SHORT) -> str:
+    """``repr(value)`` cut to ``limit`` characters (with ``...``): a value printed in a message is never long."""
+    return cut(repr(value), limit)
+
+
+def cut(text: str, limit: int = SHORT) -> str:
+    """``text`` cut to ``limit`` characters (with ``...``)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _loc(loc: tuple, prefix: str) -> str:
@@ -99,6 +124,7 @@ def explain(err: ValidationError, prefix: str = "", data: Any = None) -> str:
         return f"{key}: missing (required)"
     value = e.get("input")
     kind = e["type"]
+    shown = short(value)
     if kind == "dict_type":
         msg = "must be a mapping"
     elif kind in ("list_type", "tuple_type"):
@@ -107,4 +133,4 @@ def explain(err: ValidationError, prefix: str = "", data: Any = None) -> str:
         msg = "must be a string"
     elif kind == "literal_error":
         msg = "choose one of " + msg.removeprefix("Input should be ")
-    return f"{key}={value!r}: {msg}"
+    return f"{key}={shown}: {msg}"

@@ -17,12 +17,12 @@ from typing import Literal
 from pydantic import Field
 
 from .. import losses
-from ..values import Bool, NonNegativeFloat, PositiveFloat
+from ..values import Bool, PositiveFloat, Weight
 from .base import LossTerm, StepInputs, TermParams, register_term
 
 
 class ATParams(TermParams):
-    weight: NonNegativeFloat = 1000.0       # RepDistiller's scripts/run_cifar_distill.sh: --distill attention -b 1000
+    weight: Weight = 1000.0       # RepDistiller's scripts/run_cifar_distill.sh: --distill attention -b 1000
     p: PositiveFloat = 2.0
     # include the stem's map (kdrepro's first convention); false: stage outputs only, as RepDistiller
     stem: Bool = Field(True, json_schema_extra={"neutral": True})

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from ..registry import Registry
-from ..values import NonNegativeFloat
+from ..values import Weight
 
 #: every loss term by name, in the order the trainer sums them
 TERMS: Registry[type["LossTerm"]] = Registry("loss term")
@@ -51,7 +51,7 @@ class TermParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weight: NonNegativeFloat = 1.0
+    weight: Weight = 1.0
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import AfterValidator
 from torch import Tensor, nn
 
-from ..values import NonNegativeFloat, PositiveFloat, PositiveInt
+from ..values import NonNegativeFloat, PositiveFloat, PositiveInt, Weight
 from .base import LossTerm, StepInputs, TermContext, TermParams, register_term
 
 __all__ = ["CRDParams", "CRD", "Embed", "contrast_loss", "pooled_dim"]
@@ -43,12 +43,24 @@ def _below_one(v: float) -> float:
 
 
 Momentum = Annotated[NonNegativeFloat, AfterValidator(_below_one)]
+#: negatives per sample: at most 65,536 (four times RepDistiller's 16,384; the NCE's [batch, 1 + negatives]
+#: terms and the sampled features grow with it)
+MAX_NEGATIVES = 65_536
+
+
+def _bounded_negatives(v: int) -> int:
+    if v > MAX_NEGATIVES:
+        raise ValueError(f"must be an integer in 1..{MAX_NEGATIVES}")
+    return v
+
+
+Negatives = Annotated[PositiveInt, AfterValidator(_bounded_negatives)]
 
 
 class CRDParams(TermParams):
-    weight: NonNegativeFloat = 0.8          # RepDistiller's scripts/run_cifar_distill.sh: --distill crd -b 0.8
+    weight: Weight = 0.8          # RepDistiller's scripts/run_cifar_distill.sh: --distill crd -b 0.8
     feat_dim: PositiveInt = 128             # --feat_dim: the embedding (memory) dimension
-    negatives: PositiveInt = 16384          # --nce_k: negatives per sample
+    negatives: Negatives = 16384          # --nce_k: negatives per sample
     temperature: PositiveFloat = 0.07       # --nce_t
     momentum: Momentum = 0.5                # --nce_m: the memory banks' update momentum, in [0, 1)
 

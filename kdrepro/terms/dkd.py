@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..values import NonNegativeFloat, NonNegativeInt, PositiveFloat
+from ..values import NonNegativeInt, Temperature, Weight
 from .base import LossTerm, StepInputs, TermParams, register_term
 
 __all__ = ["dkd_loss", "DKDParams", "DecoupledKD"]
@@ -115,10 +115,10 @@ def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
 
 
 class DKDParams(TermParams):
-    weight: NonNegativeFloat = 1.0          # an overall factor on alpha * TCKD + beta * NCKD (mdistiller: none)
-    alpha: NonNegativeFloat = 1.0           # mdistiller cfg.DKD.ALPHA (TCKD weight)
-    beta: NonNegativeFloat = 8.0            # mdistiller cfg.DKD.BETA (NCKD weight; its CIFAR configs: 8, 6 or 2)
-    T: PositiveFloat = 4.0                  # mdistiller cfg.DKD.T
+    weight: Weight = 1.0          # an overall factor on alpha * TCKD + beta * NCKD (mdistiller: none)
+    alpha: Weight = 1.0           # mdistiller cfg.DKD.ALPHA (TCKD weight)
+    beta: Weight = 8.0            # mdistiller cfg.DKD.BETA (NCKD weight; its CIFAR configs: 8, 6 or 2)
+    T: Temperature = 4.0                  # mdistiller cfg.DKD.T
     warmup: NonNegativeInt = 20             # mdistiller cfg.DKD.WARMUP: epochs of linear ramp; 0 = no ramp
 
 

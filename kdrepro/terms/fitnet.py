@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from .. import losses
-from ..values import NonNegativeFloat, Int
+from ..values import Int, Weight
 from .base import LossTerm, StepInputs, TermContext, TermParams, register_term
 from ._shapes import feature_shapes
 from .convreg import ConvReg
 
 
 class FitNetParams(TermParams):
-    weight: NonNegativeFloat = 100.0        # RepDistiller's scripts/run_cifar_distill.sh: --distill hint -b 100
+    weight: Weight = 100.0        # RepDistiller's scripts/run_cifar_distill.sh: --distill hint -b 100
     stage: Int = 2               # index into the models' features["stages"] (RepDistiller's hint layer 2)
     kernel_size: Literal[1, 3] = 1           # of the ``pool`` regressor
     #: ``pool`` (kdrepro's first convention) or ``convreg`` (RepDistiller's ConvReg): see the module docstring

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from .. import losses
-from ..values import NonNegativeFloat, PositiveFloat
+from ..values import Temperature, Weight
 from .base import LossTerm, StepInputs, TermParams, register_term
 
 
 class KDParams(TermParams):
-    weight: NonNegativeFloat = 0.9          # RepDistiller's -b 0.9 with T = 4 (the slkd recipe sets 0.1 and 3)
-    T: PositiveFloat = 4.0
+    weight: Weight = 0.9          # RepDistiller's -b 0.9 with T = 4 (the slkd recipe sets 0.1 and 3)
+    T: Temperature = 4.0
 
 
 @register_term

@@ -6,12 +6,12 @@ from typing import Literal
 import torch
 
 from .. import losses
-from ..values import NonNegativeFloat
+from ..values import Weight
 from .base import LossTerm, StepInputs, TermParams, register_term
 
 
 class MSEParams(TermParams):
-    weight: NonNegativeFloat = 0.05
+    weight: Weight = 0.05
     #: ``teacher`` (the authors' code: ``criterionLogits(output_s, output_t.detach())``) or ``snapshot``
     #: (the phase's frozen student: the authors load it as ``tempsnet`` but never use it; an option, the
     #: quirk ``mse_to_snapshot`` of earlier versions)
