@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..values import NonNegativeFloat, PositiveFloat
+from ..values import PositiveFloat, Weight
 from .base import LossTerm, StepInputs, TermContext, register_term
 from ._init import InitStageParams, feature_parameters
 from ._shapes import stage_shape_pairs
@@ -42,7 +42,7 @@ def ab_loss(sources: list[Tensor], targets: list[Tensor], margin: float = 1.0) -
 
 
 class ABParams(InitStageParams):
-    weight: NonNegativeFloat = 1.0          # on the initialisation stage's loss (RepDistiller: unweighted)
+    weight: Weight = 1.0          # on the initialisation stage's loss (RepDistiller: unweighted)
     margin: PositiveFloat = 1.0             # ABLoss(margin=1.0)
 
 

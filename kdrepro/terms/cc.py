@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..values import NonNegativeFloat, PositiveInt
+from ..values import PositiveInt, Weight
 from .base import LossTerm, StepInputs, TermContext, TermParams, register_term
 from ._shapes import feature_shapes, flat
 
@@ -19,7 +19,7 @@ def correlation_congruence_loss(e_s: Tensor, e_t: Tensor) -> Tensor:
 
 
 class CCParams(TermParams):
-    weight: NonNegativeFloat = 0.02         # RepDistiller's scripts/run_cifar_distill.sh: --distill correlation -b 0.02
+    weight: Weight = 0.02         # RepDistiller's scripts/run_cifar_distill.sh: --distill correlation -b 0.02
     feat_dim: PositiveInt = 128             # --feat_dim: the embeddings' width
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ..values import NonNegativeFloat
+from ..values import Weight
 from .base import LossTerm, StepInputs, TermContext, register_term
 from ._init import InitStageParams, feature_parameters
 from ._shapes import feature_shapes, pool_to_common_size
@@ -43,7 +43,7 @@ def fsp_loss(student_maps: list[Tensor], teacher_maps: list[Tensor]) -> Tensor:
 
 
 class FSPParams(InitStageParams):
-    weight: NonNegativeFloat = 1.0          # on the initialisation stage's loss (RepDistiller: unweighted)
+    weight: Weight = 1.0          # on the initialisation stage's loss (RepDistiller: unweighted)
     #: ``none`` (RepDistiller: equal channels required) or ``conv`` (1x1 conv + BN where the channels differ)
     connector: Literal["none", "conv"] = "none"
 

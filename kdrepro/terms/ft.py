@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..values import NonNegativeFloat, PositiveFloat
+from ..values import PositiveFloat, Weight
 from .base import LossTerm, StepInputs, TermContext, register_term
 from ._init import InitStageParams
 from ._shapes import feature_shapes, pool_to_common_size
@@ -64,7 +64,7 @@ class Translator(nn.Module):
 
 
 class FTParams(InitStageParams):
-    weight: NonNegativeFloat = 200.0        # RepDistiller's scripts/run_cifar_distill.sh: --distill factor -b 200
+    weight: Weight = 200.0        # RepDistiller's scripts/run_cifar_distill.sh: --distill factor -b 200
     rate: PositiveFloat = 0.5               # Paraphraser(k=0.5): the factor's share of the teacher's channels
     init_lr: PositiveFloat | None = 0.01    # RepDistiller's init lr for ResNet and WRN students
 

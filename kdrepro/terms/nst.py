@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..values import NonNegativeFloat
+from ..values import Weight
 from .base import LossTerm, StepInputs, TermParams, register_term
 from ._shapes import pool_to_common_size
 
@@ -27,7 +27,7 @@ def nst_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
 
 
 class NSTParams(TermParams):
-    weight: NonNegativeFloat = 50.0         # RepDistiller's scripts/run_cifar_distill.sh: --distill nst -b 50
+    weight: Weight = 50.0         # RepDistiller's scripts/run_cifar_distill.sh: --distill nst -b 50
 
 
 @register_term

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..values import NonNegativeFloat
+from ..values import Weight
 from .base import LossTerm, StepInputs, TermParams, register_term
 from ._shapes import flat
 
@@ -30,7 +30,7 @@ def pkt_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
 
 
 class PKTParams(TermParams):
-    weight: NonNegativeFloat = 30000.0      # RepDistiller's scripts/run_cifar_distill.sh: --distill pkt -b 30000
+    weight: Weight = 30000.0      # RepDistiller's scripts/run_cifar_distill.sh: --distill pkt -b 30000
 
 
 @register_term

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..values import NonNegativeFloat
+from ..values import NonNegativeFloat, Weight
 from .base import LossTerm, StepInputs, TermParams, register_term
 from ._shapes import flat
 
@@ -37,7 +37,7 @@ def rkd_loss(f_s: Tensor, f_t: Tensor, distance_weight: float = 25.0, angle_weig
 
 
 class RKDParams(TermParams):
-    weight: NonNegativeFloat = 1.0          # RepDistiller's scripts/run_cifar_distill.sh: --distill rkd -b 1
+    weight: Weight = 1.0          # RepDistiller's scripts/run_cifar_distill.sh: --distill rkd -b 1
     distance_weight: NonNegativeFloat = 25.0  # RKDLoss(w_d=25)
     angle_weight: NonNegativeFloat = 50.0     # RKDLoss(w_a=50)
 

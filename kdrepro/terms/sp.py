@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..values import Int, NonNegativeFloat
+from ..values import Int, Weight
 from .base import LossTerm, StepInputs, TermParams, register_term
 from ._shapes import flat
 
@@ -20,7 +20,7 @@ def similarity_preserving_loss(f_s: Tensor, f_t: Tensor) -> Tensor:
 
 
 class SPParams(TermParams):
-    weight: NonNegativeFloat = 3000.0       # RepDistiller's scripts/run_cifar_distill.sh: --distill similarity -b 3000
+    weight: Weight = 3000.0       # RepDistiller's scripts/run_cifar_distill.sh: --distill similarity -b 3000
     stage: Int = -1                         # RepDistiller's feat[-2]: the last stage's output
 
 

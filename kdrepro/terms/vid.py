@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..values import NonNegativeFloat, PositiveFloat
+from ..values import PositiveFloat, Weight
 from .base import LossTerm, StepInputs, TermContext, TermParams, register_term
 from ._shapes import pool_to_common_size, stage_shape_pairs
 
@@ -41,7 +41,7 @@ class VIDRegressor(nn.Module):
 
 
 class VIDParams(TermParams):
-    weight: NonNegativeFloat = 1.0          # RepDistiller's scripts/run_cifar_distill.sh: --distill vid -b 1
+    weight: Weight = 1.0          # RepDistiller's scripts/run_cifar_distill.sh: --distill vid -b 1
     init_var: PositiveFloat = 5.0           # VIDLoss(init_pred_var=5.0)
     eps: PositiveFloat = 1e-5               # VIDLoss(eps=1e-5)
 
