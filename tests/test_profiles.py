@@ -173,7 +173,7 @@ def test_notebook_selection(tmp_path):
 def test_store_in_place_refuses_other_parameters(capsys):
     assert reproduce.main(["--profile", "demo", "--store-in-place", "--notebooks-dir", str(NOTEBOOKS)]) == 1
     assert "--store-in-place" in capsys.readouterr().err
-    assert reproduce.main(["--profile", "nope"]) == 1
+    assert reproduce.main(["--profile", "nope"]) == 2  # a bad profile is a bad configuration (docs/errors.md)
     assert "unknown profile 'nope'" in capsys.readouterr().err
 
 
