@@ -12,6 +12,9 @@ A term declares
   the engine computes only what some active term needs, and takes the teacher's logits from the
   exact teacher-logit cache unless a term needs the teacher's features;
 * whether it applies only in curriculum phases (``curriculum_only``: SLKD's logit MSE);
+* optionally an initialisation stage (AB, FT, FSP): :meth:`LossTerm.init_epochs`,
+  :meth:`LossTerm.init_parameters` and :meth:`LossTerm.init_loss`, which :mod:`kdrepro.initstage` runs
+  before the run's first epoch;
 
 and owns its trainable extras (a FitNets regressor, CRD's embedding heads) and their state (CRD's
 memory bank): they are submodules and buffers, optimised with the student and saved and restored with
