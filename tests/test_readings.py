@@ -73,8 +73,10 @@ def _markdown(output: dict) -> str:
 
 
 @pytest.mark.parametrize("profile", [
-    pytest.param("demo", marks=pytest.mark.xfail(strict=True, reason="the demo notebooks are executed again once "
-                                                 "the demo profile's runs are trained; remove this mark then")),
+    pytest.param("demo", marks=pytest.mark.xfail(strict=True, reason="the committed demo notebooks predate the readings: "
+        "executing them again needs the demo's runs, and its two mse_to_snapshot quirk runs now stop with a "
+        "non-finite loss in epoch 12 (the NaN guard) instead of finishing at chance level; remove this mark once "
+        "the demo notebooks are executed again")),
     "cpu", "cpu300"])
 def test_executed_notebooks_carry_their_own_reading_and_no_smoke_sentence(profile):
     for stem in NOTEBOOKS:
