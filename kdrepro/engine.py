@@ -176,6 +176,8 @@ def environment(device: torch.device) -> dict:
            "kdrepro": __version__, "platform": platform.platform(), "device": str(device),
            "threads": torch.get_num_threads()}
     env["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    if device.type == "cpu":
+        env["cpu_model"] = cpu_model()
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
         env["tf32"] = bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
@@ -195,6 +197,34 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "cpu"
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's family and model numbers and its widest vector extension, e.g. ``"family 25 model 1 avx2"``
+    (``"unknown"`` where ``/proc/cpuinfo`` does not say). Virtual machines often report only a generic model
+    name ("AMD EPYC"), and two CPUs of one name can round differently (an AVX-512 and an AVX2 machine run
+    other kernels), so a CPU run's summary records this beside :func:`cpu_name`."""
+    info = _cpuinfo()
+    if "cpu family" not in info or "model" not in info:
+        return "unknown"
+    flags = set(info.get("flags", "").split())
+    isa = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "none")
+    return f"family {info['cpu family']} model {info['model']} {isa}"
 
 
 @contextlib.contextmanager

@@ -349,3 +349,19 @@ def test_a_users_curriculum_object_scores_and_pools_as_the_engine(slkd_result):
         scores = cur.scores(snapshot, device="cpu")
         assert torch.allclose(scores, rec["scores"], rtol=0, atol=1e-4)
         assert torch.equal(cur.select(phase, rec["scores"]), rec["pool"])
+
+
+def test_cpu_model_names_family_model_and_the_widest_vector_extension(monkeypatch):
+    """Two CPUs reported as "AMD EPYC" rounded differently (tests/data/v1_engine/README.md): a CPU run's summary
+    records the family, model and widest vector extension beside the name."""
+    from kdrepro import engine
+
+    monkeypatch.setattr(engine, "_cpuinfo", lambda: {"cpu family": "25", "model": "17",
+                                                     "flags": "fpu sse4_2 avx avx2 avx512f avx512bw"})
+    assert engine.cpu_model() == "family 25 model 17 avx512f"
+    monkeypatch.setattr(engine, "_cpuinfo", lambda: {"cpu family": "6", "model": "85", "flags": "fpu sse4_2 avx"})
+    assert engine.cpu_model() == "family 6 model 85 avx"
+    monkeypatch.setattr(engine, "_cpuinfo", lambda: {})
+    assert engine.cpu_model() == "unknown"
+    env = engine.environment(engine.torch.device("cpu"))
+    assert env["cpu_model"] == "unknown" and env["device_name"] == engine.cpu_name()

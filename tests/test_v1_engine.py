@@ -10,7 +10,9 @@ number of every epoch must be equal, except the wall-clock times.
 
 CPU training is bit-exact on one CPU model, not across models (results/superseded/cpu300-teacher-a/): the
 same code gives other numbers from the first epoch on elsewhere. So 0.1's numbers are kept per machine
-(``machines.json``: metrics file -> the CPU they were made on, as ``kdrepro.engine.cpu_name`` reads it;
+(``machines.json``: metrics file -> the CPU they were made on, as ``"<cpu_name()> (<cpu_model()>)"`` of
+:mod:`kdrepro.engine`: two CPUs of one model name can round differently, so the family, model and vector
+extension are part of a machine's identity;
 ``README.md`` there says how to record a machine). Today's numbers must equal those of one recorded
 machine, and must equal this machine's when it is recorded; on an unrecorded machine the schedule (phases,
 pool sizes, learning rates, iterations, images) is still compared exactly and the numbers are skipped, with
@@ -24,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from kdrepro.config import RunConfig
-from kdrepro.engine import cpu_name
+from kdrepro.engine import cpu_model, cpu_name
 from kdrepro.migrate import v1_run_id, v1_to_v2
 from kdrepro.runs import RunStore
 
@@ -58,7 +60,8 @@ def test_todays_engine_repeats_every_epoch_of_kdrepro_0_1(name, store):
         assert [{k: r.get(k) for k in SCHEDULE} for r in today] == [{k: r.get(k) for k in SCHEDULE} for r in rows]
     if any(rows == today for rows in recorded.values()):
         return
-    here = [f for f, machine in MACHINES.items() if machine == cpu_name()]
-    assert not here, f"on {cpu_name()}, today's engine no longer repeats kdrepro 0.1's numbers ({here[0]})"
-    pytest.skip(f"kdrepro 0.1's numbers are not recorded for this CPU ({cpu_name()}); the schedule matched. "
+    machine = f"{cpu_name()} ({cpu_model()})"
+    here = [f for f, recorded_on in MACHINES.items() if recorded_on == machine]
+    assert not here, f"on {machine}, today's engine no longer repeats kdrepro 0.1's numbers ({here[0]})"
+    pytest.skip(f"kdrepro 0.1's numbers are not recorded for this CPU ({machine}); the schedule matched. "
                 "Record them: tests/data/v1_engine/README.md")
