@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cache import cache_group, cache_ready, group_marker
-from ..config import RunConfig
+from ..config import AUGMENT_FIELDS, OPTIM_FIELDS, RunConfig
 from ..runs import RunStore
 
 
@@ -147,13 +147,40 @@ def _describe_run(cfg: RunConfig) -> str:
     return f"{cfg.model}, {cfg.epochs} epochs, losses {terms}{curriculum}"
 
 
+def _recipe_value(cfg: RunConfig, key: str) -> str:
+    value = getattr(cfg, key)
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
+
+
+def teacher_recipe_line(student: RunConfig, teacher: RunConfig, given: dict) -> str:
+    """The teacher's recipe where it is not simply the student's own choice: the recipe keys the student's
+    config or ``--set`` gave and the teacher inherited (the teacher rule: a teacher takes the student's
+    *given* recipe and augmentation keys unless ``teacher.<key>`` sets its own; a profile's ``base`` is
+    given to both), and every key whose value differs from the student's."""
+    given_teacher = given.get("teacher") or {}
+    inherited, differs = [], []
+    for key in ("recipe", *OPTIM_FIELDS, *AUGMENT_FIELDS):
+        value = _recipe_value(teacher, key)
+        if key in given and key not in given_teacher and key != "recipe" and getattr(teacher, key) == getattr(student, key):
+            inherited.append(f"{key} {value}")
+        elif getattr(teacher, key) != getattr(student, key):
+            source = "teacher." + key if key in given_teacher else f"the {teacher.recipe} recipe's"
+            differs.append(f"{key} {value} ({source}; the student's {_recipe_value(student, key)})")
+    parts = []
+    if inherited:
+        parts.append(f"{', '.join(inherited)}: the student's, inherited (set teacher.<key> for its own)")
+    if differs:
+        parts.append(", ".join(differs))
+    return "     teacher recipe: " + ("; ".join(parts) if parts else "the same as the student's")
+
+
 def plan_lines(store: RunStore, cfg: RunConfig, given: dict) -> list[str]:
     """What ``train`` will do, teacher first: each run's id, what it trains and its state in the store."""
     chain = [cfg]
     while chain[-1].has_teacher_run:
         chain.append(chain[-1].teacher_config())
     lines = [f"plan ({store.runs_dir}):"]
-    for i, c in enumerate(reversed(chain), 1):
+    for i, (depth, c) in enumerate(reversed(list(enumerate(chain))), 1):
         status = store.status(c)
         owner = store.owner(c) if status != "finished" else None
         state = {"finished": "finished: reused, not trained", "partial": "partial: resumes from its last epoch",
@@ -161,14 +188,7 @@ def plan_lines(store: RunStore, cfg: RunConfig, given: dict) -> list[str]:
         if owner is not None:
             state = f"being trained by process {owner[1]} on {owner[0]}: waited for, then reused"
         role = "teacher" if c is not cfg else cfg.method
-        where = ""
+        lines.append(f"  {i}. {role:<7} {c.run_id}  {_describe_run(c)}  [{state}]")
         if c is not cfg:
-            given_teacher = given.get("teacher") or {}
-            if "epochs" in given_teacher:
-                where = " (epochs from teacher.epochs)"
-            elif "epochs" in given:
-                where = " (epochs: the student's, as no teacher.epochs is set)"
-            else:
-                where = f" (epochs: the {c.recipe} recipe's)"
-        lines.append(f"  {i}. {role:<7} {c.run_id}  {_describe_run(c)}{where}  [{state}]")
+            lines.append(teacher_recipe_line(chain[depth - 1], c, given if depth == 1 else {}))
     return lines
