@@ -1,7 +1,7 @@
 """Experiment profiles and the studies behind the notebooks.
 
-A profile (``kdrepro/profiles/<name>.yaml``; the shape is documented at the top of each file) is the one
-source of truth for the notebooks and ``make reproduce``: data sets, teacher/student pairs, the recipe
+A profile (``kdrepro/profiles/<name>.yaml``, checked by :class:`kdrepro.profile.Profile`; its keys are
+documented in ``docs/profiles.md``) is the one source of truth for the notebooks and ``make reproduce``: data sets, teacher/student pairs, the recipe
 and epochs shared by every run (``base``), seeds, epoch budgets, the KD baselines and the ablations.
 
 :class:`Experiment` turns a profile into :class:`~kdrepro.config.RunConfig` objects, runs them through
@@ -18,20 +18,28 @@ summarises. The studies, one per notebook:
 * ``budgets`` (05): KD and SLKD at every epoch budget, for the accuracy-against-iterations figures.
 
 :meth:`Experiment.anatomy` (06) opens one SLKD run's curriculum records (what each phase's snapshot
-scored and selected) and compares the snapshot's ranking with the teacher's.
+scored and selected) and compares the snapshot's ranking with the teacher's
+(:class:`kdrepro.anatomy.CurriculumAnatomy`); :func:`kdrepro.zoo.model_zoo` gives the networks' costs.
+This module re-exports the names of :mod:`kdrepro.profile`, :mod:`kdrepro.anatomy` and :mod:`kdrepro.zoo`
+that the notebooks call through it.
 """
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from .config import AUGMENT_FIELDS, OPTIM_FIELDS, ConfigError, RunConfig, merge
+from .config import AUGMENT_FIELDS, OPTIM_FIELDS, PRESETS, ConfigError, RunConfig, merge
+from .profile import (ABLATION_AXES, BUDGET_METHODS, MSE_VARIANTS, PROFILE_DIR, QUIRK_VARIANTS,  # noqa: F401
+                      Pair, Profile, ProfileError, list_profiles, load_profile, parse_profile)
+from .anatomy import CurriculumAnatomy
 from .runs import RunResult, RunStore
+from .studies import STUDIES
+from .zoo import HE2016_PARAMS_M, count_macs, model_cost, model_zoo  # noqa: F401
 
 with warnings.catch_warnings():
     # In a Jupyter kernel without ipywidgets, tqdm.auto (used by the engine) warns "IProgress not found" on
@@ -40,32 +48,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import tqdm.auto  # noqa: F401
 
-PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-STUDIES = ("baselines", "kd_baselines", "main", "ablations", "budgets", "matched")
-ABLATION_AXES = ("score", "order", "pacing", "mse", "quirks")
-#: logit-MSE ablation: "on" keeps the recipe's weight (the authors' 0.05), "off" drops the term
-MSE_VARIANTS: dict[str, dict[str, Any]] = {"on": {}, "off": {"losses": {"mse": {"weight": 0.0}}}}
-#: the authors' quirks (kdrepro/config.py), each off by default
-QUIRK_VARIANTS: dict[str, dict[str, Any]] = {
-    "none": {},
-    "no_warmup_augment": {"curriculum": {"quirk_no_warmup_augment": True}},
-    "mse_to_snapshot": {"losses": {"mse": {"target": "snapshot"}}},
-    "both": {"curriculum": {"quirk_no_warmup_augment": True}, "losses": {"mse": {"target": "snapshot"}}},
-}
-#: run-config keys a study sets itself, so a profile's ``base`` may not
-_STUDY_KEYS = frozenset({"method", "dataset", "dataset_options", "model", "seed", "teacher", "teacher_weights"})
-#: runtime keys that come from the notebook parameters / command line, not from the profile
-_SESSION_KEYS = frozenset({"device", "data_root"})
-_PROFILE_KEYS = {
-    "name": str, "description": str, "hardware": str, "expected_time": str, "datasets": list,
-    "dataset_options": dict, "seeds": list, "base": dict, "pairs": list, "budgets": list,
-    "kd_baselines": dict, "ablations": dict, "ablation_seeds": list, "axis_seeds": dict, "budget_seeds": list,
-    "budget_methods": list, "method_seeds": dict, "matched_steps": dict,
-}
-#: methods the budget study may train at every budget (table label -> run-config method)
-BUDGET_METHODS = {"vanilla": "ce", "kd": "kd", "slkd": "slkd"}
-_REQUIRED = ("name", "datasets", "seeds", "base", "pairs")
-_FROM_DATA = object()  # parse_profile's ints(): read the values from the profile
 #: columns of every tidy run table, in order (studies add ``axis``/``variant`` labels)
 RUN_COLUMNS = ("dataset", "teacher", "student", "method", "model", "variant", "seed", "epochs", "last_top1",
                "best_top1", "best_epoch", "iterations", "images_seen", "train_seconds", "wall_seconds", "device",
@@ -74,218 +56,8 @@ RUN_COLUMNS = ("dataset", "teacher", "student", "method", "model", "variant", "s
 log = logging.getLogger("kdrepro.experiments")
 
 
-class ProfileError(ConfigError):
-    """A profile that does not exist or does not validate. The message names the file and the key."""
-
-
 class MissingRunsError(RuntimeError):
     """With ``train=False``: a study (or the curriculum anatomy) has no finished run to show yet."""
-
-
-# ----------------------------------------------------------------------------------------------- profiles
-
-
-@dataclass(frozen=True)
-class Pair:
-    """A teacher (run-config overrides of its CE run, ``model`` required) and a student architecture."""
-
-    teacher: Mapping[str, Any]
-    student: str
-
-    @property
-    def teacher_model(self) -> str:
-        return str(self.teacher["model"])
-
-    @property
-    def label(self) -> str:
-        return f"{self.teacher_model} -> {self.student}"
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    datasets: tuple[str, ...]
-    seeds: tuple[int, ...]
-    base: Mapping[str, Any]
-    pairs: tuple[Pair, ...]
-    description: str = ""
-    hardware: str = ""
-    expected_time: str = ""
-    dataset_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    budgets: tuple[int, ...] = ()
-    kd_baselines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    ablations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    ablation_seeds: tuple[int, ...] = (0,)
-    axis_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    budget_seeds: tuple[int, ...] | None = None
-    budget_methods: tuple[str, ...] = ("kd", "slkd")
-    method_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    matched_steps: Mapping[int, int] = field(default_factory=dict)
-
-
-def list_profiles() -> list[str]:
-    """Names of the bundled profiles (``kdrepro/profiles/*.yaml``)."""
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
-
-
-def load_profile(name: str | Path) -> Profile:
-    """A bundled profile by name (``smoke``, ``demo``, ``cpu``, ``paper``) or a profile YAML by path (read
-    through :func:`kdrepro.yamlfile.load_yaml`: a bounded regular file, no duplicate keys)."""
-    from .yamlfile import YamlFileError, load_yaml
-
-    if not str(name).strip():
-        raise ProfileError(f"--profile '': empty; choose one of {', '.join(list_profiles())} or give a profile .yaml")
-    path = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
-        if str(name) not in list_profiles():
-            raise ProfileError(f"unknown profile {str(name)!r}; available: {', '.join(list_profiles())} "
-                               f"(or give the path of a profile .yaml)")
-        path = PROFILE_DIR / f"{name}.yaml"
-    if not path.exists():
-        raise ProfileError(f"profile file {path} does not exist")
-    try:
-        data = load_yaml(path, "profile", integer_keys=True)  # matched_steps: {300: 226}
-    except YamlFileError as err:
-        raise ProfileError(str(err)) from None
-    return parse_profile(data, source=str(path))
-
-
-def parse_profile(data: Any, source: str = "<profile>") -> Profile:
-    """Validate a profile mapping (as read from YAML) and build a :class:`Profile`.
-
-    Checks the keys and their types, that every data set, model, method-free ``base`` key and ablation
-    variant exists, and that seeds and budgets are integers. Whether every run config is valid (e.g. an
-    epoch budget too short for the SLKD schedule) is checked by :meth:`Experiment.plan`.
-    """
-    from .data import list_datasets
-    from .models import list_models
-    from .sequencer import ORDERS, PACINGS, SCORES
-
-    def fail(msg: str) -> ProfileError:
-        return ProfileError(f"{source}: {msg}")
-
-    if not isinstance(data, dict):
-        raise fail("a profile must be a mapping of keys (name, datasets, seeds, base, pairs, ...)")
-    unknown = sorted(set(data) - set(_PROFILE_KEYS))
-    if unknown:
-        raise fail(f"unknown key(s) {unknown}; valid keys: {', '.join(_PROFILE_KEYS)}")
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise fail(f"missing required key(s) {missing}")
-    for key, kind in _PROFILE_KEYS.items():
-        if key in data and not isinstance(data[key], kind):
-            raise fail(f"{key} must be a {kind.__name__}, got {data[key]!r}")
-
-    def ints(key: str, values: Any = _FROM_DATA) -> tuple[int, ...]:
-        """``values`` (default: ``data[key]``) as a tuple of distinct integers, else an error naming ``key``."""
-        values = data.get(key, []) if values is _FROM_DATA else values
-        if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                                 for v in values):
-            raise fail(f"{key} must be a non-empty list of integers, got {values!r}")
-        if len(set(values)) != len(values):
-            raise fail(f"{key} has duplicates: {values!r}")
-        return tuple(values)
-
-    datasets = tuple(data["datasets"])
-    if not datasets:
-        raise fail("datasets: empty; name at least one data set (every table would report its runs missing)")
-    for ds in datasets:
-        if ds not in list_datasets():
-            raise fail(f"datasets: {ds!r} is not a data set; choose from {', '.join(list_datasets())}")
-    options = data.get("dataset_options", {})
-    for ds, opts in options.items():
-        if ds not in datasets or not isinstance(opts, dict):
-            raise fail(f"dataset_options.{ds}: must be a mapping for one of the profile's datasets {list(datasets)}")
-
-    base = dict(data["base"])
-    valid_keys = set(RunConfig.model_fields)
-    bad = sorted(set(base) - valid_keys)
-    if bad:
-        raise fail(f"base: unknown run-config key(s) {bad}; see kdrepro/config.py (RunConfig)")
-    reserved = sorted(set(base) & (_STUDY_KEYS | _SESSION_KEYS))
-    if reserved:
-        raise fail(f"base: {reserved} may not be set here: the studies set method, dataset, model, seed and "
-                   "teacher; device and data_root are notebook parameters (or reproduce options)")
-
-    pairs = []
-    for i, raw in enumerate(data["pairs"]):
-        if not isinstance(raw, dict) or set(raw) != {"teacher", "student"}:
-            raise fail(f"pairs[{i}] must be a mapping with exactly the keys teacher and student, got {raw!r}")
-        teacher, student = raw["teacher"], raw["student"]
-        if not isinstance(teacher, dict) or "model" not in teacher:
-            raise fail(f"pairs[{i}].teacher must be a mapping with at least 'model', got {teacher!r}")
-        bad = sorted(set(teacher) - valid_keys)
-        if bad:
-            raise fail(f"pairs[{i}].teacher: unknown run-config key(s) {bad}")
-        if set(teacher) & (_STUDY_KEYS - {"model"}):
-            raise fail(f"pairs[{i}].teacher: {sorted(set(teacher) & _STUDY_KEYS - {'model'})} may not be set")
-        for role, model in (("teacher.model", teacher["model"]), ("student", student)):
-            if model not in list_models():
-                raise fail(f"pairs[{i}].{role}: {model!r} is not a model; choose from {', '.join(list_models())}")
-        pairs.append(Pair(dict(teacher), str(student)))
-    if not pairs:
-        raise fail("pairs must list at least one teacher/student pair")
-
-    kd_baselines = {}
-    for label, overrides in data.get("kd_baselines", {}).items():
-        if not isinstance(overrides, dict):
-            raise fail(f"kd_baselines.{label} must be a mapping of run-config keys, got {overrides!r}")
-        bad = sorted(set(overrides) - valid_keys) + sorted(set(overrides) & (_STUDY_KEYS | _SESSION_KEYS))
-        if bad:
-            raise fail(f"kd_baselines.{label}: key(s) {bad} are not allowed (unknown, or set by the study)")
-        kd_baselines[str(label)] = dict(overrides)
-
-    choices = {"score": SCORES, "order": ORDERS, "pacing": tuple(p for p in PACINGS if p not in ("custom", "none")),
-               "mse": tuple(MSE_VARIANTS), "quirks": tuple(QUIRK_VARIANTS)}
-    ablations = {}
-    for axis, variants in data.get("ablations", {}).items():
-        if axis not in ABLATION_AXES:
-            raise fail(f"ablations: unknown axis {axis!r}; valid axes: {', '.join(ABLATION_AXES)}")
-        if not isinstance(variants, list) or not variants:
-            raise fail(f"ablations.{axis} must be a non-empty list, got {variants!r}")
-        for v in variants:
-            if v not in choices[axis]:
-                raise fail(f"ablations.{axis}: {v!r} is not a variant; choose from {', '.join(choices[axis])}")
-        ablations[axis] = tuple(variants)
-
-    axis_seeds = {}
-    for axis, values in data.get("axis_seeds", {}).items():
-        if axis not in ablations:
-            raise fail(f"axis_seeds: {axis!r} is not one of the profile's ablation axes {list(ablations)}")
-        axis_seeds[axis] = ints(f"axis_seeds.{axis}", values)
-    budget_methods = tuple(data.get("budget_methods", ("kd", "slkd")))
-    for m in budget_methods:
-        if m not in BUDGET_METHODS:
-            raise fail(f"budget_methods: {m!r} is not a method; choose from {', '.join(BUDGET_METHODS)}")
-    if not budget_methods or len(set(budget_methods)) != len(budget_methods):
-        raise fail(f"budget_methods must be a non-empty list without duplicates, got {list(budget_methods)}")
-
-    budgets = ints("budgets") if "budgets" in data else ()
-    if any(b < 1 for b in budgets):
-        raise fail(f"budgets must be positive epoch counts, got {list(budgets)}")
-    matched = data.get("matched_steps", {})
-    if not all(isinstance(k, int) and isinstance(v, int) and not isinstance(k, bool) and not isinstance(v, bool)
-               and k >= 1 and v >= 1 for k, v in matched.items()):
-        raise fail(f"matched_steps must map SLKD epoch budgets to KD epoch budgets (positive integers), "
-                   f"e.g. {{300: 226}}; got {matched!r}")
-    method_seeds = {}
-    labels = ("vanilla", "kd", "slkd", *kd_baselines)
-    for label, values in data.get("method_seeds", {}).items():
-        if label not in labels:
-            raise fail(f"method_seeds: {label!r} is not a method of the profile's tables; choose from {', '.join(labels)}")
-        method_seeds[str(label)] = ints(f"method_seeds.{label}", values)
-    profile = Profile(
-        name=str(data["name"]), datasets=datasets, seeds=ints("seeds"), base=base, pairs=tuple(pairs),
-        description=data.get("description", ""), hardware=data.get("hardware", ""),
-        expected_time=data.get("expected_time", ""), dataset_options={k: dict(v) for k, v in options.items()},
-        budgets=budgets, kd_baselines=kd_baselines, ablations=ablations,
-        ablation_seeds=ints("ablation_seeds") if "ablation_seeds" in data else (0,), axis_seeds=axis_seeds,
-        budget_seeds=ints("budget_seeds") if "budget_seeds" in data else None, budget_methods=budget_methods,
-        method_seeds=method_seeds, matched_steps=matched)
-    stem = Path(source).stem
-    if source.endswith((".yaml", ".yml")) and profile.name != stem:
-        raise fail(f"name {profile.name!r} must equal the file name {stem!r}")
-    return profile
 
 
 # ------------------------------------------------------------------------------------------------ studies
@@ -370,8 +142,10 @@ class Experiment:
     # -------------------------------------------------------------------------------- configurations
     def config(self, dataset: str, model: str, method: str = "ce", seed: int = 0,
                teacher: Mapping[str, Any] | None = None, **overrides: Any) -> RunConfig:
-        """The resolved run config: the profile's ``base``, then the study's choices, then ``overrides``."""
-        data = merge(dict(self.profile.base), {
+        """The resolved run config: the profile's ``base`` (its ``curriculum`` only for a method that has one),
+        then the study's choices, then ``overrides``."""
+        base = {k: v for k, v in self.profile.base.items() if k != "curriculum" or PRESETS[method][1] is not None}
+        data = merge(base, {
             "dataset": dataset, "dataset_options": dict(self.profile.dataset_options.get(dataset, {})),
             "model": model, "method": method, "seed": seed})
         data = merge(data, overrides)
@@ -457,17 +231,8 @@ class Experiment:
 
     def ablation_variants(self) -> list[tuple[str, str, dict[str, Any]]]:
         """``(axis, variant, run-config overrides)`` for every ablation of the profile."""
-        out = []
-        for axis, variants in self.profile.ablations.items():
-            for v in variants:
-                if axis == "mse":
-                    overrides = MSE_VARIANTS[v]
-                elif axis == "quirks":
-                    overrides = QUIRK_VARIANTS[v]
-                else:
-                    overrides = {"curriculum": {axis: v}}
-                out.append((axis, v, dict(overrides)))
-        return out
+        return [(axis, v.label, dict(v.overrides)) for axis, variants in self.profile.ablations.items()
+                for v in variants]
 
     def _plan_ablations(self) -> Iterator[Planned]:
         """KD (the no-curriculum reference) for every ``ablation_seeds``, then every variant of every axis
@@ -727,154 +492,3 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- curriculum anatomy
-
-
-@dataclass
-class CurriculumAnatomy:
-    """What an SLKD run's snapshots saw: per curriculum phase the scores of every training image
-    (higher = easier), the selected pool, and the snapshot's test accuracy; plus the teacher's scores
-    of the same un-augmented images with the same score function (max logit if the run used
-    ``teacher_kl``, which would compare the teacher with itself)."""
-
-    result: RunResult
-    dataset: Any
-    records: list[dict]
-    teacher_scores: Any
-    teacher_score: str
-
-    def phases(self) -> pd.DataFrame:
-        """One row per curriculum phase: epochs, pool fraction and size, snapshot accuracy, score spread."""
-        rows = []
-        for r in self.records:
-            scores = r["scores"].double()
-            rows.append({"phase": r["phase"], "epochs": f"{r['start_epoch'] + 1}-{r['end_epoch']}",
-                         "fraction": r["fraction"], "pool": len(r["pool"]), "snapshot_top1": r["snapshot_test_top1"],
-                         "score_mean": scores.mean().item(), "score_std": scores.std().item()})
-        return pd.DataFrame(rows)
-
-    def scores(self) -> pd.DataFrame:
-        """Long table of every image's score in every phase (for distribution plots)."""
-        frames = [pd.DataFrame({"phase": r["phase"], "score": r["scores"].numpy(), "label": r["targets"].numpy(),
-                                "in_pool": _mask(len(r["scores"]), r["pool"])}) for r in self.records]
-        return pd.concat(frames, ignore_index=True)
-
-    def overlap(self) -> pd.DataFrame:
-        """Consecutive pools: how many of phase k's images phase k+1 keeps, and their Jaccard index."""
-        rows = []
-        for a, b in zip(self.records, self.records[1:]):
-            pa, pb = set(a["pool"].tolist()), set(b["pool"].tolist())
-            rows.append({"from_phase": a["phase"], "to_phase": b["phase"], "pool_from": len(pa), "pool_to": len(pb),
-                         "kept": len(pa & pb), "kept_fraction": len(pa & pb) / len(pa),
-                         "jaccard": len(pa & pb) / len(pa | pb)})
-        return pd.DataFrame(rows)
-
-    def teacher_agreement(self) -> pd.DataFrame:
-        """Per phase: Spearman correlation of snapshot and teacher scores (all images, and the mean
-        within classes), and the share of the snapshot's pool that the teacher's ranking would select
-        at the same per-class fraction."""
-        import numpy as np
-        import torch
-        from scipy.stats import spearmanr
-
-        from .sequencer import select_pool
-
-        teacher = torch.as_tensor(self.teacher_scores)
-        rows = []
-        for r in self.records:
-            s, y = r["scores"].numpy(), r["targets"].numpy()
-            within = [spearmanr(s[y == c], self.teacher_scores[y == c]).statistic for c in np.unique(y)]
-            teacher_pool = select_pool(teacher, r["targets"], r["fraction"], order=r["order"]
-                                       if r["order"] != "random" else "easy_first")
-            shared = len(set(r["pool"].tolist()) & set(teacher_pool.tolist()))
-            rows.append({"phase": r["phase"], "fraction": r["fraction"],
-                         "spearman_all": float(spearmanr(s, self.teacher_scores).statistic),
-                         "spearman_within_class": float(np.mean(within)),
-                         "pool_shared_with_teacher": shared / len(r["pool"])})
-        return pd.DataFrame(rows)
-
-    def extremes(self, phase_index: int = 0, per_class: int = 4) -> dict[str, Any]:
-        """Indices ``[classes, per_class]`` of the easiest and hardest images of each class in one
-        curriculum phase (position ``phase_index`` among the curriculum records), by snapshot score."""
-        import torch
-
-        r = self.records[phase_index]
-        easiest, hardest = [], []
-        for c in range(self.dataset.num_classes):
-            members = torch.nonzero(r["targets"] == c).flatten()
-            order = members[torch.sort(r["scores"][members], descending=True, stable=True).indices]
-            easiest.append(order[:per_class])
-            hardest.append(order.flip(0)[:per_class])
-        return {"phase": r["phase"], "easiest": torch.stack(easiest), "hardest": torch.stack(hardest)}
-
-
-def _mask(n: int, pool) -> Any:
-    import numpy as np
-
-    mask = np.zeros(n, dtype=bool)
-    mask[pool.numpy()] = True
-    return mask
-
-
-# -------------------------------------------------------------------------------------------- model zoo
-
-#: He et al. (2016), "Deep Residual Learning for Image Recognition", Table 6 (CIFAR-10, option-A
-#: shortcuts): parameters in millions as published (two significant digits).
-HE2016_PARAMS_M = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85, "resnet110": 1.7}
-
-
-def count_macs(model, input_shape: Sequence[int]) -> int:
-    """Multiply-accumulates of one forward pass on one ``input_shape`` image: convolutions
-    (output elements x input channels per group x kernel area) and linear layers (in x out). Batch
-    norm, activations, pooling and additions are not counted (the usual convention of the CIFAR
-    distillation literature)."""
-    import torch
-    from torch import nn
-
-    total = 0
-
-    def conv_hook(module, _inputs, output):
-        nonlocal total
-        kh, kw = module.kernel_size
-        total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
-
-    def linear_hook(module, _inputs, output):
-        nonlocal total
-        total += module.in_features * module.out_features
-
-    hooks = [m.register_forward_hook(conv_hook if isinstance(m, nn.Conv2d) else linear_hook)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return total
-
-
-def model_cost(name: str, input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
-               **options: Any) -> dict[str, Any]:
-    """``{"params_m", "macs_m"}`` of model ``name`` (millions) for ``input_shape`` and ``num_classes``."""
-    from .models import count_parameters, create_model
-
-    model = create_model(name, num_classes, in_channels=int(input_shape[0]), **options)
-    return {"params_m": count_parameters(model) / 1e6, "macs_m": count_macs(model, input_shape) / 1e6}
-
-
-def model_zoo(names: Sequence[str] | None = None, input_shape: Sequence[int] = (3, 32, 32),
-              num_classes: int = 10) -> pd.DataFrame:
-    """Every model (default: the whole zoo) at CIFAR-10's shape, with He et al.'s published parameter
-    counts beside the ResNets built as they were (option-A shortcuts, ``shortcut="pad"``)."""
-    from .models import list_models
-
-    rows = []
-    for name in names or list_models():
-        row = {"model": name, **model_cost(name, input_shape, num_classes)}
-        if name in HE2016_PARAMS_M:
-            row["params_m_option_a"] = model_cost(name, input_shape, num_classes, shortcut="pad")["params_m"]
-            row["he2016_params_m"] = HE2016_PARAMS_M[name]
-        rows.append(row)
-    return pd.DataFrame(rows)

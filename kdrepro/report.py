@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .runs import mean_std
+from .studies import MSE_COMPARISONS, ROLE_COLOURS, ROLE_NAMES, mse_runs  # noqa: F401  (the notebooks' names)
 
 REFERENCE_FILE = Path(__file__).resolve().parent / "reference" / "published.csv"
 NOT_TRANSCRIBED = "not transcribed"
@@ -58,8 +59,7 @@ class _MethodNames:
     KD at SLKD's steps), a registered loss term's ``display`` for a baseline named after it (``fitnet`` ->
     FitNets, ``dkd`` -> DKD), else the label itself. Nothing here names a particular loss term."""
 
-    ROLES = {"teacher": "teacher", "vanilla": "vanilla student", "kd": "KD", "slkd": "SLKD",
-             "kd_matched": "KD (SLKD's steps)", "slkd_no_mse": "SLKD without MSE", "kd_mse": "KD with MSE"}
+    ROLES = ROLE_NAMES
 
     def get(self, label: str, default: str | None = None) -> str:
         if label in self.ROLES:
@@ -80,8 +80,7 @@ class _MethodColours:
     """A fixed colour per study role, and one from a colour-blind-safe palette for any other label, in the
     order labels are first asked for (stable within a figure)."""
 
-    ROLES = {"vanilla": "tab:gray", "kd": "tab:blue", "slkd": "tab:orange", "kd_matched": "tab:cyan",
-             "teacher": "black"}
+    ROLES = ROLE_COLOURS
     PALETTE = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:red")
 
     def __init__(self):
@@ -248,25 +247,6 @@ def format_paired_comparisons(paired: pd.DataFrame, keys: Sequence[str] = ()) ->
         **{k: paired[k] for k in keys},
         "comparison": [f"{METHOD_NAMES.get(a, a)} − {METHOD_NAMES.get(b, b)}" for a, b in zip(paired["a"], paired["b"])],
         **_paired_columns(paired, "a_mean", "b_mean", "first", "second")})
-
-
-#: SLKD's gain over KD in two parts (:func:`mse_decomposition`): (label, method a, method b) of ``a - b``
-MSE_COMPARISONS = (("SLKD without MSE − KD", "slkd_no_mse", "kd"), ("KD with MSE − KD", "kd_mse", "kd"),
-                   ("SLKD − KD with MSE", "slkd", "kd_mse"), ("SLKD − SLKD without MSE", "slkd", "slkd_no_mse"),
-                   ("SLKD − KD", "slkd", "kd"))
-
-
-def mse_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The ablation study's runs that :func:`mse_decomposition` compares, ``method`` relabelled: ``kd`` (the
-    no-curriculum reference), ``slkd`` (the ``mse`` axis' ``on``: the authors' setting), ``slkd_no_mse``
-    (``off``) and ``kd_mse`` (the ``pacing`` axis' ``full``: every image in every phase, so KD plus the MSE
-    term after the warm-up, :func:`kdrepro.sequencer.full_pacing`)."""
-    axis = runs["axis"] if "axis" in runs else pd.Series("", index=runs.index, dtype=object)
-    variant = runs["variant"] if "variant" in runs else pd.Series("", index=runs.index, dtype=object)
-    return pd.concat([runs[axis == "reference"].assign(method="kd"),
-                      runs[(axis == "mse") & (variant == "on")].assign(method="slkd"),
-                      runs[(axis == "mse") & (variant == "off")].assign(method="slkd_no_mse"),
-                      runs[(axis == "pacing") & (variant == "full")].assign(method="kd_mse")], ignore_index=True)
 
 
 @_carries_missing
