@@ -238,6 +238,9 @@ def make_parser() -> argparse.ArgumentParser:
         prog="kdrepro",
         description="kdrepro: knowledge distillation via instance-level sequence learning (SLKD), reproduced.")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an unexpected error")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", dest="global_plugins",
+                        help="import MODULE first: it registers loss terms, scores, ... (repeatable; also "
+                             "$KDREPRO_PLUGINS and the kdrepro.plugins entry points of installed packages)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
@@ -264,6 +267,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=None, metavar="N",
                    help="without a progress bar (output not a terminal): a plain progress line every N epochs "
                         "(default: about 20 a run); same as --set log_every=N")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", dest="plugins",
+                   help="import MODULE first: it registers loss terms, scores, ... (repeatable)")
     p.add_argument("--wait", type=_seconds, default=WAIT, metavar="SECONDS",
                    help="how long to wait for a run (or its teacher) that another process is training "
                         f"(default {WAIT / 86400:.0f} days)")
@@ -328,13 +333,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .experiments import ProfileError
     from .executors import RunsFailedError
     from .models import CheckpointFileError
+    from .plugins import PluginError
     from .reproduce import ReproduceError
     from .rundir import RunFileError
     from .runs import LockLostError, RunLockedError
 
     return (UserError, FileNotFoundError, RunFileError, DataChangedError, CheckpointError, TrainingDiverged,
             RunLockedError, LockLostError, DatasetNotFoundError, CorruptDatasetError, ProfileError, RunsFailedError,
-            ReproduceError, CheckpointFileError, OSError)
+            ReproduceError, CheckpointFileError, PluginError, OSError)
 
 
 def _bug_report(err: BaseException) -> str:
@@ -363,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args([a for a in argv if a != "--debug"])
     args.debug = debug
     try:
+        from .plugins import use_plugins
+
+        use_plugins([*args.global_plugins, *getattr(args, "plugins", [])])
         return args.func(args)
     except ConfigError as err:
         print(_cut(f"kdrepro: configuration error: {err}"), file=sys.stderr)

@@ -285,6 +285,9 @@ class RunConfig(BaseModel):
     def _resolve(self) -> "RunConfig":
         from .data import list_datasets
         from .models import list_models
+        from .plugins import load_plugins
+
+        load_plugins()  # a plugin's components (entry points, $KDREPRO_PLUGINS), in every process that resolves
 
         if self.recipe not in RECIPES:
             raise ConfigError(f"recipe={self.recipe!r}: choose one of {', '.join(RECIPES)}{nearest(self.recipe, list(RECIPES))}")

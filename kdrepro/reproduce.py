@@ -378,6 +378,8 @@ def slurm_options(args) -> SlurmOptions | None:
 
 
 def run_from_args(args) -> int:
+    from .plugins import PluginError, use_plugins
+
     try:
         if args.results is None:  # as train and runs: $KDREPRO_RESULTS, else results/
             from .runs import default_results_root
@@ -385,6 +387,7 @@ def run_from_args(args) -> int:
             args.results = str(default_results_root())
         elif not args.results.strip():
             raise ConfigError("--results '': empty path; give a results folder (default: results/)")
+        use_plugins(getattr(args, "plugins", []))
         if args.jobs < 0:
             raise ReproduceError(f"--jobs must be 0 or more, got {args.jobs}")
         slurm = slurm_options(args)
@@ -398,7 +401,7 @@ def run_from_args(args) -> int:
     except (ProfileError, ConfigError) as err:  # a bad profile or value is a bad configuration (docs/errors.md)
         print(f"kdrepro.reproduce: error: {err}", file=sys.stderr)
         return 2
-    except (ReproduceError, RunsFailedError, ExecutorError) as err:
+    except (ReproduceError, RunsFailedError, ExecutorError, PluginError) as err:
         print(f"kdrepro.reproduce: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

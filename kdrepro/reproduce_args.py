@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the notebooks read finished runs only and train nothing; tables and figures of a "
                              "study with missing runs say which runs are missing; a notebook with none of its runs "
                              "is skipped and its earlier tables, figures and executed copy are removed")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", dest="plugins",
+                        help="import MODULE first (it registers loss terms, scores, ...); repeatable; the workers, "
+                             "jobs and notebooks load it too (docs/extending.md, Plugins)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print every run of the profile (teachers first) with its state and the runs it waits "
                              "for, and what --jobs/--executor would train or submit with which resources; train nothing")

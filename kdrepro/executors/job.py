@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from ..config import RunConfig
+from ..plugins import named_plugins, use_plugins
 from ..runs import WAIT, RunStore
 from .base import ExecutorError
 from .planning import plan_lines
@@ -26,16 +27,19 @@ class TrainRun:
     from the run's last epoch checkpoint.
     """
 
-    def __init__(self, config: dict, results: str, log_file: str, wait: float = WAIT):
+    def __init__(self, config: dict, results: str, log_file: str, wait: float = WAIT, plugins: list[str] = ()):
         self.config = dict(config)
         self.results = str(results)
         self.log_file = str(log_file)
         self.wait = wait
+        #: the plugin modules named where the job was submitted (:mod:`kdrepro.plugins`), loaded first
+        self.plugins = list(plugins)
 
     def __repr__(self) -> str:
         return f"TrainRun({self.config.get('method')}-{self.config.get('dataset')}, results={self.results!r})"
 
     def __call__(self) -> dict:
+        use_plugins(getattr(self, "plugins", []))
         cfg = RunConfig.from_dict(self.config).resolved()
         job = os.environ.get("SLURM_ARRAY_JOB_ID") and (f"{os.environ['SLURM_ARRAY_JOB_ID']}_"
                                                          f"{os.environ.get('SLURM_ARRAY_TASK_ID', '')}")
@@ -107,5 +111,5 @@ def train_run_for(cfg: RunConfig, results: Path, log_file: Path) -> TrainRun:
     data = cfg.to_dict()
     if data.get("data_root"):
         data["data_root"] = str(Path(data["data_root"]).absolute())
-    return TrainRun(data, str(Path(results).absolute()), str(Path(log_file).absolute()))
+    return TrainRun(data, str(Path(results).absolute()), str(Path(log_file).absolute()), plugins=named_plugins())
 
