@@ -49,12 +49,14 @@ student's teacher (``teacher:``, a CE run) takes the student's *given* recipe an
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .registry import nearest
 from .values import (Bool, Float, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seed, Threads, explain, short)
@@ -104,6 +106,22 @@ LEGACY_KEYS = {
     "quirk_no_warmup_augment": "curriculum.quirk_no_warmup_augment",
     "quirk_mse_to_snapshot": "losses.mse.target (snapshot)",
 }
+
+
+#: the memo of :func:`resolution_memo` in force (None: each config object resolves for itself)
+_MEMO: ContextVar[dict | None] = ContextVar("kdrepro_resolution_memo", default=None)
+
+
+@contextlib.contextmanager
+def resolution_memo(memo: dict):
+    """Within the block, configs with the same keys (and the same keys given) share one resolution, kept
+    in ``memo``: a planner that builds the same run (or teacher) for several studies resolves it once.
+    The memo lives as long as its owner (:class:`kdrepro.experiments.Experiment`), not the process."""
+    token = _MEMO.set(memo)
+    try:
+        yield memo
+    finally:
+        _MEMO.reset(token)
 
 
 class ConfigError(ValueError):
@@ -206,6 +224,12 @@ class RunConfig(BaseModel):
                 raise ValueError(f"unknown writer {name!r}; choose from {', '.join(names)}{nearest(str(name), names)}")
         return tuple(dict.fromkeys(v))
 
+    #: what resolution computed once for this object (the object is frozen, so it cannot go stale): the
+    #: resolved config (itself, once resolved), the teacher's resolved config, and the run id
+    _resolution: "RunConfig | None" = PrivateAttr(None)
+    _teacher: "RunConfig | None" = PrivateAttr(None)
+    _run_id: str | None = PrivateAttr(None)
+
     @field_validator("momentum")
     @classmethod
     def _momentum(cls, v):
@@ -264,6 +288,12 @@ class RunConfig(BaseModel):
             data["_where"] = where
         return cls(**data)
 
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "RunConfig":
+        """pydantic's copy, without what resolution kept for the original (the copy is another config)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy._resolution = copy._teacher = copy._run_id = None
+        return copy
+
     def with_overrides(self, **changes: Any) -> "RunConfig":
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
@@ -276,11 +306,25 @@ class RunConfig(BaseModel):
     # ------------------------------------------------------------------ resolution and validation
     def resolved(self) -> "RunConfig":
         """Fill the recipe and the preset, resolve the teacher, fingerprint the data, and check every value
-        that can be checked without training. Idempotent."""
-        try:
-            return self._resolve()
-        except ValidationError as err:
-            raise ConfigError(explain(err)) from None
+        that can be checked without training. Idempotent, and computed once per object: a resolved config
+        resolves to itself, and its teacher and run id are kept with it."""
+        if self._resolution is None:
+            memo = _MEMO.get()
+            key = None
+            if memo is not None:
+                key = json.dumps([self.model_dump(mode="json"), sorted(self.model_fields_set)], sort_keys=True,
+                                 default=str)
+                self._resolution = memo.get(key)
+            if self._resolution is None:
+                try:
+                    cfg = self._resolve()
+                except ValidationError as err:
+                    raise ConfigError(explain(err)) from None
+                cfg._resolution = cfg
+                self._resolution = cfg
+                if memo is not None:
+                    memo[key] = cfg
+        return self._resolution
 
     def _resolve(self) -> "RunConfig":
         from .data import list_datasets
@@ -340,11 +384,14 @@ class RunConfig(BaseModel):
             if self.teacher_weights is not None:
                 changes["teacher_weights_sha256"] = _weights_hash(self.teacher_weights, self.teacher)
             else:
-                changes["teacher"] = self.teacher_config().to_dict()
+                teacher = self.teacher_config()
+                changes["teacher"] = teacher.to_dict()
         if self.data_fingerprint is None:
             changes["data_fingerprint"] = _data_fingerprint(self.model_copy(update={
                 "dataset_options": changes["dataset_options"]}))
         cfg = self.model_copy(update=changes)
+        if cfg.teacher is not None and cfg.teacher_weights is None:
+            cfg._teacher = teacher
         teacher_model = (cfg.teacher or {}).get("model") if needs_teacher else None
         from .terms import TERMS
 
@@ -429,7 +476,12 @@ class RunConfig(BaseModel):
 
     def teacher_config(self) -> "RunConfig":
         """The teacher's run config: a CE run on the same data set, seed 0 unless given; it takes the
-        student's *given* recipe and augmentation fields unless it sets its own."""
+        student's *given* recipe and augmentation fields unless it sets its own. Computed once per object."""
+        if self._teacher is None:
+            self._teacher = self._teacher_config()
+        return self._teacher
+
+    def _teacher_config(self) -> "RunConfig":
         if self.teacher is None:
             raise ConfigError("this run names no teacher (set 'teacher' or 'teacher_weights')")
         if not isinstance(self.teacher, dict):
@@ -539,9 +591,11 @@ class RunConfig(BaseModel):
     def run_id(self) -> str:
         """``<method>-<dataset>-<model>-s<seed>-<hash>``: readable, and stable across machines and versions."""
         cfg = self.resolved()
-        blob = json.dumps(cfg.identity(), sort_keys=True, separators=(",", ":"), default=str)
-        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
-        return f"{cfg.method}-{cfg.dataset}-{cfg.model}-s{cfg.seed}-{digest}"
+        if cfg._run_id is None:
+            blob = json.dumps(cfg.identity(), sort_keys=True, separators=(",", ":"), default=str)
+            digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+            cfg._run_id = f"{cfg.method}-{cfg.dataset}-{cfg.model}-s{cfg.seed}-{digest}"
+        return cfg._run_id
 
     # ------------------------------------------------------------------ what a (resolved) run needs
     @property

@@ -33,7 +33,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from .config import AUGMENT_FIELDS, OPTIM_FIELDS, PRESETS, ConfigError, RunConfig, merge
+from .config import (AUGMENT_FIELDS, OPTIM_FIELDS, PRESETS, ConfigError, CurriculumConfig, RunConfig, merge,
+                     resolution_memo)
 from .profile import (ABLATION_AXES, BUDGET_METHODS, MSE_VARIANTS, PROFILE_DIR, QUIRK_VARIANTS,  # noqa: F401
                       Pair, Profile, ProfileError, list_profiles, load_profile, parse_profile)
 from .anatomy import CurriculumAnatomy
@@ -104,6 +105,7 @@ class Experiment:
         self.data_root = None if data_root is None else str(data_root)
         self.device = device
         self.store = RunStore(self.results_dir)
+        self._resolved: dict[str, RunConfig] = {}  # resolution_memo
 
     def __repr__(self) -> str:
         p = self.profile
@@ -149,10 +151,16 @@ class Experiment:
             "dataset": dataset, "dataset_options": dict(self.profile.dataset_options.get(dataset, {})),
             "model": model, "method": method, "seed": seed})
         data = merge(data, overrides)
+        if isinstance(data.get("curriculum"), dict):  # a key at its default is the same run: one spelling of it
+            defaults = {**CurriculumConfig().model_dump(mode="json"), **PRESETS[method][1]}
+            data["curriculum"] = {k: v for k, v in data["curriculum"].items() if k not in defaults or v != defaults[k]}
+            if not data["curriculum"]:
+                del data["curriculum"]
         data.update(device=self.device, data_root=self.data_root)
         if teacher is not None:
             data["teacher"] = dict(teacher)
-        return RunConfig.from_dict(data).resolved()
+        with resolution_memo(self._resolved):  # a run (or teacher) that several studies plan: resolved once
+            return RunConfig.from_dict(data).resolved()
 
     def teacher_overrides(self, pair: Pair) -> dict[str, Any]:
         """The teacher's run-config keys: the profile's recipe and augmentation ``base`` keys, then the pair's."""

@@ -366,13 +366,14 @@ class RunStore:
         except (RunFileError, ConfigError):
             return d.name
 
-    def load(self, run: str | Path) -> RunResult:
-        """A stored run by id, id prefix or path."""
+    def load(self, run: str | Path, resolved: RunConfig | None = None) -> RunResult:
+        """A stored run by id, id prefix or path. ``resolved``: the run's config as this process already
+        resolved it (its teacher is then not resolved again to check it)."""
         d = self.resolve(run)
         rd = RunDir(d)
         cfg = self._checked_config(rd)
         summary = rd.read_summary()
-        changed = self._teacher_changed(cfg, summary)
+        changed = self._teacher_changed(resolved if resolved is not None else cfg, summary)
         if changed:
             summary = {**summary, "flags": [*summary.get("flags", []), "teacher_changed"]}
         return RunResult(cfg, d, summary)
@@ -457,13 +458,13 @@ class RunStore:
         cfg = cfg.resolved()  # validates before anything is written
         d = self.run_dir(cfg)
         if self.status(d) == "finished":
-            return self.load(d)
+            return self.load(d, cfg)
         if not train:
             raise FileNotFoundError(f"run {d.name} is {self.status(d)} in {self.runs_dir} and train=False")
         teacher = self._teacher_spec(cfg, log, wait)
         with self._locked(cfg, wait=wait or 0.0, log=log) as beat:
             if self.status(d) == "finished":  # finished by another process while this one waited
-                return self.load(d)
+                return self.load(d, cfg)
             return self._train(cfg, d, teacher, log, beat, callbacks)
 
     def _train(self, cfg: RunConfig, d: Path, teacher, log, beat: _Heartbeat, callbacks=None) -> RunResult:
@@ -487,7 +488,7 @@ class RunStore:
             if fresh and rd.status() == "new" and beat.holds():
                 shutil.rmtree(d, ignore_errors=True)  # failed before its first epoch: leave no folder behind
             raise
-        return self.load(d)
+        return self.load(d, cfg)
 
     def _teacher_spec(self, cfg: RunConfig, log, wait):
         """What the trainer builds the teacher from: a published checkpoint, or the teacher run's weights
