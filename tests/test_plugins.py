@@ -71,7 +71,7 @@ py-modules = ["kdrepro_demo_plugin"]
 '''
 
 TINY = ["--set", "dataset=digits", "--set", "model=resnet8", "--set", "epochs=2", "--set", "num_threads=1",
-        "--set", "progress=false", "--set", "curriculum.pacing=linear", "--set", "curriculum.pacing_options.num_phases=1",
+        "--set", "progress=false", "--set", "teacher_cache=false", "--set", "curriculum.pacing=linear", "--set", "curriculum.pacing_options.num_phases=1",
         "--set", "curriculum.pacing_options.warmup=1"]
 
 
@@ -142,7 +142,7 @@ def _profile(tmp_path) -> Path:
     path = tmp_path / "plugged.yaml"
     path.write_text(yaml.safe_dump({
         "name": "plugged", "datasets": ["digits"], "seeds": [0],
-        "base": {"epochs": 2, "num_threads": 1, "progress": False,
+        "base": {"epochs": 2, "num_threads": 1, "progress": False, "teacher_cache": False,
                  "curriculum": {"score": "demo_low_loss", "pacing": "linear",
                                 "pacing_options": {"num_phases": 1, "warmup": 1}}},
         "pairs": [{"teacher": {"model": "resnet8", "epochs": 1}, "student": "resnet8"}],
