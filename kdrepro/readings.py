@@ -74,7 +74,7 @@ def scope(exp: Experiment, notebook: str) -> str:
             lines = [f"On the first data set and pair, with KD at {_seeds(exp.ablation_seeds)} as the reference:"]
             for axis, variants in p.ablations.items():
                 what, names = AXES.get(axis, (axis, {}))
-                described = "; ".join(f"`{v}`: {names.get(v, v)}" for v in variants)
+                described = "; ".join(f"`{v.label}`: {names.get(v.label, v.label)}" for v in variants)
                 lines.append(f"* **{axis}**, {what} ({_seeds(exp.seeds_of_axis(axis))}): {described}")
             body = "\n".join(lines)
     elif nb == "05":
