@@ -76,3 +76,34 @@ def test_a_real_kernel_quiet_on_success_and_its_errors_still_show(tmp_path):
     assert "without encryption" not in out.stderr
     assert "a real kernel message" in out.stderr
     assert "reported: notebook bad.ipynb failed in cell [1] (ValueError: a real cell error)" in out.stdout
+
+
+def test_ctrl_c_of_reproduce_ends_on_one_line_and_leaves_nothing_behind(tmp_path):
+    """Ctrl-C while a notebook trains (SIGINT to reproduce's process group, as a terminal sends it): exit 130,
+    the one 'interrupted' line and no kernel traceback of its torn-down sockets, no .running.ipynb, no lock."""
+    import glob
+    import signal
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "kdrepro.reproduce", "--profile", "demo", "--notebook", "03",
+                             "--results", str(results)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((results / "runs").glob("*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a run of the notebook is training
+        assert list((results / "runs").glob("*.lock")), "the notebook never started training"
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("kdrepro.reproduce: interrupted"), err
+    assert "Traceback" not in err and "IPKernelApp" not in err, err
+    assert not glob.glob(str(results / "demo" / "notebooks" / ".*.running.ipynb"))
+    assert not list((results / "runs").glob("*.lock"))
