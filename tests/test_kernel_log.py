@@ -90,7 +90,10 @@ def test_ctrl_c_of_reproduce_ends_on_one_line_and_leaves_nothing_behind(tmp_path
     results = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-m", "kdrepro.reproduce", "--profile", "demo", "--notebook", "03",
                              "--results", str(results)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            # a shell's background job (CI may be one) ignores SIGINT, and a Python started with
+                            # SIGINT ignored never turns Ctrl-C into KeyboardInterrupt: give reproduce a terminal's
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not list((results / "runs").glob("*.lock")) and time.monotonic() < deadline:
