@@ -470,14 +470,19 @@ def run_row(result: RunResult, labels: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_device(summary: Mapping[str, Any]) -> str:
-    """Where a run was trained, from its summary's environment: ``GPU: <name>`` or ``CPU: <model>`` (runs
-    stored before summaries named the CPU model say ``CPU: model not recorded``)."""
+    """Where a run was trained, its device kind, from its summary's environment: ``GPU: <name>``, or
+    ``CPU: <name> (<cpu_model>)`` (:func:`kdrepro.engine.cpu_model`: two CPUs of one name can round
+    differently). Runs stored before summaries recorded the CPU's model give ``CPU: <name>``, and those stored
+    before they recorded its name ``CPU: model not recorded``."""
     env = summary.get("environment") or {}
     name = str(env.get("device_name") or "").replace("(R)", "").replace("(TM)", "")
     name = " ".join(name.replace(" Processor", "").split())
     if str(env.get("device", "cpu")).startswith("cuda"):
         return f"GPU: {name or 'model not recorded'}"
-    return f"CPU: {name if name and name.lower() != 'cpu' else 'model not recorded'}"
+    if not name or name.lower() == "cpu":
+        return "CPU: model not recorded"
+    model = env.get("cpu_model")
+    return f"CPU: {name} ({model})" if model and model != "unknown" else f"CPU: {name}"
 
 
 #: classes of the built-in data sets (runs stored before summaries recorded their class count)

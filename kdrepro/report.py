@@ -184,7 +184,8 @@ def summarize(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 def paired_difference(runs: pd.DataFrame, a: str, b: str, by: Sequence[str] = ("dataset", "teacher", "student"),
                       metric: str = "last_top1") -> pd.DataFrame:
     """Per group, ``method a - method b`` paired by seed: mean ± sample std of the differences, how many
-    seeds ``a`` wins, and the iterations ratio ``a / b``."""
+    seeds ``a`` wins, and the iterations ratio ``a / b``. With a ``device`` column, ``crossing`` counts the
+    seeds whose two runs trained on different device kinds (such a pair is in effect unpaired)."""
     rows = []
     for keys, group in runs.groupby(list(by), sort=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
@@ -198,6 +199,8 @@ def paired_difference(runs: pd.DataFrame, a: str, b: str, by: Sequence[str] = ("
         rows.append({**dict(zip(by, keys)), f"{a}_mean": float(ga.loc[seeds, metric].mean()),
                      f"{b}_mean": float(gb.loc[seeds, metric].mean()), "diff_mean": m, "diff_std": sd,
                      "wins": sum(d > 0 for d in diffs), "seeds": n,
+                     "crossing": int(sum(ga.at[s, "device"] != gb.at[s, "device"] for s in seeds))
+                     if "device" in group else 0,
                      "iterations_ratio": float(ga.loc[seeds, "iterations"].mean() / gb.loc[seeds, "iterations"].mean())})
     return pd.DataFrame(rows)
 
@@ -275,6 +278,104 @@ def format_paired_variants(paired: pd.DataFrame) -> pd.DataFrame:
                          **_paired_columns(paired, "variant_mean", "baseline_mean", "variant", "baseline")})
 
 
+# ------------------------------------------------------------------------------------------- hypotheses
+
+
+def _fmt_ci(estimate: float, low: float, high: float) -> str:
+    """``"+1.63 [-0.19, +3.45]"``; without an interval the estimate alone; nothing: ``"—"``."""
+    if estimate is None or math.isnan(estimate):
+        return "—"
+    if math.isnan(low) or math.isnan(high):
+        return f"{estimate:+.2f}"
+    return f"{estimate:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _fmt_p(p: float) -> str:
+    return "—" if p is None or math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+@_carries_missing
+def format_hypotheses(tests: pd.DataFrame) -> pd.DataFrame:
+    """Display form of :func:`kdrepro.hypotheses.evaluate_hypotheses`: the primary test (paired by seed on one
+    device kind, or Welch's where fewer than five such pairs exist) with its 95 % interval, raw and
+    Holm-adjusted p, Welch's test on every seed, the pairs left out because they cross device kinds, and
+    the plan's verdict."""
+    if tests.empty:
+        return pd.DataFrame()
+    paired_seeds = [", ".join(map(str, s)) or "none" for s in tests["paired_seeds"]]
+    return pd.DataFrame({
+        "hypothesis": tests["hypothesis"] + ": " + tests["claim"],
+        "primary test": [f"paired, n = {n} (seeds {s})" if p == "paired" else
+                         f"Welch, {a} + {b} seeds (paired only on seeds {s})"
+                         for p, n, s, a, b in zip(tests["primary"], tests["paired_n"], paired_seeds,
+                                                  tests["seeds_first"], tests["seeds_second"])],
+        "difference [95 % CI]": [_fmt_ci(e, lo, hi) for e, lo, hi in zip(tests["estimate"], tests["low"], tests["high"])],
+        "t (df)": ["—" if math.isnan(t) else f"{t:.2f} ({df:.1f})" for t, df in
+                   zip(tests["paired_t"].where(tests["primary"] == "paired", tests["welch_t"]),
+                       tests["paired_df"].where(tests["primary"] == "paired", tests["welch_df"]))],
+        "p": [_fmt_p(p) for p in tests["p"]],
+        "Holm p": [_fmt_p(p) for p in tests["p_holm"]],
+        "Welch, every seed [95 % CI]": [f"{_fmt_ci(e, lo, hi)}, p {_fmt_p(p)}" for e, lo, hi, p in
+                                        zip(tests["welch_mean"], tests["welch_low"], tests["welch_high"],
+                                            tests["welch_p"])],
+        "pairs across devices": [", ".join(f"seed {s}" for s in c) or "none" for c in tests["crossing_seeds"]],
+        "verdict": tests["verdict"],
+    })
+
+
+@_carries_missing
+def format_crossover(crossover: pd.DataFrame, first: str = "SLKD", second: str = "KD") -> pd.DataFrame:
+    """Display form of :func:`kdrepro.hypotheses.budget_crossover`."""
+    if crossover.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "epochs": crossover["epochs"], "seeds": crossover["seeds"],
+        f"{first} last (%)": [f"{v:.2f}" for v in crossover["first_mean"]],
+        f"{second} last (%)": [f"{v:.2f}" for v in crossover["second_mean"]],
+        f"{first} − {second} [95 % CI]": [_fmt_ci(e, lo, hi) for e, lo, hi in
+                                          zip(crossover["mean"], crossover["low"], crossover["high"])],
+        f"seeds {first} wins": [f"{w}/{n}" for w, n in zip(crossover["wins"], crossover["seeds"])],
+        "device": ["; ".join(d) for d in crossover["devices"]],
+        "sign changed": ["yes" if c else "" for c in crossover["sign_change"]],
+    })
+
+
+def plot_hypotheses(tests: pd.DataFrame, smallest_effect: float = 0.5):
+    """The plan's hypotheses as intervals: each hypothesis's primary test (filled, 95 % interval) and Welch's
+    test on every seed (hollow), lines at zero and at the smallest effect of interest."""
+    import matplotlib.pyplot as plt
+
+    if tests.empty:
+        fig, ax = plt.subplots(figsize=(4.0, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no hypothesis of the plan has both arms yet", ha="center", va="center")
+        _incomplete(fig, tests)
+        return fig
+    fig, ax = plt.subplots(figsize=(7.0, 0.8 * len(tests) + 1.4))
+    ys = list(range(len(tests)))[::-1]
+    for y, row in zip(ys, tests.to_dict("records")):
+        for offset, est, lo, hi, filled, label in (
+                (0.12, row["estimate"], row["low"], row["high"], True, "primary test"),
+                (-0.12, row["welch_mean"], row["welch_low"], row["welch_high"], False, "Welch, every seed")):
+            if math.isnan(est):
+                continue
+            if not (math.isnan(lo) or math.isnan(hi)):
+                ax.plot([lo, hi], [y + offset] * 2, color="tab:blue" if filled else "tab:gray", lw=2)
+            ax.plot([est], [y + offset], "o", color="tab:blue" if filled else "tab:gray",
+                    markerfacecolor=None if filled else "white", label=label if y == ys[0] else None)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.axvline(smallest_effect, color="k", lw=0.8, ls="--", label=f"smallest effect of interest (+{smallest_effect})")
+    primary = [f"paired, n = {n}" if p == "paired" else "Welch" for p, n in zip(tests["primary"], tests["paired_n"])]
+    ax.set_yticks(ys, [f"{h}: {c}\n(primary: {p}; {v})" for h, c, p, v in
+                       zip(tests["hypothesis"], tests["claim"], primary, tests["verdict"])], fontsize="small")
+    ax.set_xlabel("first − second, test top-1 of the last epoch (points), 95 % interval")
+    ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    _incomplete(fig, tests)
+    return fig
+
+
 # ------------------------------------------------------------------------------------------- formatting
 
 
@@ -332,6 +433,8 @@ def _paired_columns(paired: pd.DataFrame, a_mean: str, b_mean: str, a: str, b: s
                                 zip(paired["diff_mean"], paired["diff_std"], paired["seeds"])],
         f"seeds {a} wins": [f"{w}/{n}" for w, n in zip(paired["wins"], paired["seeds"])],
         f"iterations {a}/{b}": [f"{v:.2f}" for v in paired["iterations_ratio"]],
+        **({"pairs across devices": [f"{c}/{n}" for c, n in zip(paired["crossing"], paired["seeds"])]}
+           if "crossing" in paired and paired["crossing"].sum() > 0 else {}),
     }
 
 

@@ -19,6 +19,10 @@ def test_run_device_names_the_kind_and_model():
     assert experiments.run_device(env(device="cpu", device_name="Intel(R) Xeon(R) Processor")) == "CPU: Intel Xeon"
     assert experiments.run_device(env(device="cpu", device_name="cpu")) == "CPU: model not recorded"
     assert experiments.run_device({}) == "CPU: model not recorded"
+    # a CPU's model (summaries record it since two 'AMD EPYC' machines rounded differently) makes another kind
+    assert experiments.run_device(env(device="cpu", device_name="AMD EPYC", cpu_model="family 25 model 1 avx2")) \
+        == "CPU: AMD EPYC (family 25 model 1 avx2)"
+    assert experiments.run_device(env(device="cpu", device_name="AMD EPYC", cpu_model="unknown")) == "CPU: AMD EPYC"
 
 
 def test_timing_table_never_averages_across_devices():
