@@ -81,11 +81,13 @@ def _arm_values(runs: pd.DataFrame, arm: Arm, metric: str) -> pd.DataFrame:
 
 def evaluate_hypotheses(runs: pd.DataFrame, hypotheses=HYPOTHESES, arms: dict[str, Arm] | None = None,
                     metric: str = "last_top1", min_pairs: int = 5, alpha: float = 0.05,
-                    smallest_effect: float = 0.5) -> pd.DataFrame:
+                    smallest_effect: float = 0.5, plan: str | None = None) -> pd.DataFrame:
     """One row per hypothesis whose two arms both have runs in ``runs`` (the ablation study's tidy table,
     with its ``device`` column): the paired test on the same-device seeds, Welch's test on all seeds, the
-    primary test's Holm-adjusted p value, and the verdict. The verdict is withheld ("withheld: study
-    incomplete") while ``runs.attrs["missing"]`` names runs not yet in the store."""
+    primary test's Holm-adjusted p value, and the verdict. A verdict needs an analysis plan written before
+    the runs were read (``plan``, a profile's ``analysis_plan``): without one the column says
+    "exploratory (no analysis plan)". It is withheld ("withheld: study incomplete") while
+    ``runs.attrs["missing"]`` names runs not yet in the store."""
     arms = ARMS if arms is None else arms
     rows = []
     for h in hypotheses:
@@ -118,7 +120,8 @@ def evaluate_hypotheses(runs: pd.DataFrame, hypotheses=HYPOTHESES, arms: dict[st
         return out
     out["p_holm"] = stats.holm(list(out["p"]))
     incomplete = bool(runs.attrs.get("missing"))
-    out["verdict"] = ["withheld: study incomplete" if incomplete else
+    out["verdict"] = ["exploratory (no analysis plan)" if not plan else
+                      "withheld: study incomplete" if incomplete else
                       verdict(e, hi, ph, alpha, smallest_effect)
                       for e, hi, ph in zip(out["estimate"], out["high"], out["p_holm"])]
     return out

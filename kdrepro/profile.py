@@ -152,6 +152,9 @@ class Profile(BaseModel):
     description: str = Field("", description="free text, shown by the notebooks")
     hardware: str = Field("", description="free text, shown by the notebooks")
     expected_time: str = Field("", description="free text, shown by the notebooks")
+    analysis_plan: str | None = Field(None, description=(
+        "the analysis plan written before the runs were read (a path in the repository, e.g. "
+        "`docs/analysis-plan-cpu300.md`); only then does notebook 04 state verdicts on its hypotheses"))
     datasets: tuple[str, ...] = Field(description="data sets (`kdrepro.data.list_datasets()`); each study runs on every one")
     dataset_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per data set, options of `kdrepro.data.load_dataset`")
