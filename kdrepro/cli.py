@@ -11,7 +11,8 @@ Examples::
 Every user error is one line on stderr and a non-zero exit (docs/errors.md): 2 for a bad key, value,
 config file or profile; 1 for a missing or damaged file, a locked run, a full disk. An unexpected error
 (a bug, exit 3) prints one line too, and its traceback goes to a log file whose path that line gives;
-``--debug`` prints it instead.
+``--debug`` prints it instead. ``train`` of a run whose loss turned non-finite exits 4 (the run is
+recorded as finished with the flag ``diverged``).
 """
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def build_config(config_file: str | None, sets: list[str], device: str | None = 
 
 def cmd_train(args) -> int:
     from .executors.planning import plan_lines
-    from .runs import RunStore
+    from .runs import RunStore, diverged_in, summary_line
 
     if args.metrics_writer:
         args.set = [*args.set, f"metrics_writers=[{','.join(args.metrics_writer)}]"]
@@ -100,11 +101,19 @@ def cmd_train(args) -> int:
     s = result.summary
     verb = "found finished" if before == "finished" else ("resumed and finished" if before == "partial" else "trained")
     print(f"{verb} {result.run_id} in {result.run_dir}")
-    print(f"  test top-1: last {s['last_top1']:.2f}  best {s['best_top1']:.2f} (epoch {s['best_epoch']})  "
-          f"epochs {s['epochs']}  iterations {s['iterations']}  wall {s['wall_seconds']:.1f}s")
+    print(f"  {summary_line(s)}")
+    if s.get("diverged"):
+        print(f"kdrepro: run {result.run_id} {diverged_in(s)} (non-finite loss); it is recorded as finished with "
+              "the flag 'diverged' and no accuracy, and is not trained again. Lower lr or a loss weight, or turn "
+              "off the option that caused it (a new run id)", file=sys.stderr)
+        return EXIT_DIVERGED
     if s.get("flags"):
         print(f"  warning: {', '.join(s['flags'])} (see docs/run-store.md, Health flags)")
     return 0
+
+
+#: ``kdrepro train``'s exit status for a run that diverged (docs/errors.md)
+EXIT_DIVERGED = 4
 
 
 def cmd_runs(args) -> int:

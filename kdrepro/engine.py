@@ -59,7 +59,16 @@ class CheckpointError(RuntimeError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run stops before saving the epoch."""
+    """The loss became NaN or infinite; the run stops before saving the epoch.
+
+    :meth:`Trainer.train_epoch` raises it; :meth:`Trainer.fit` records the run as finished with the flag
+    ``diverged`` (:func:`diverged_summary`) and returns that summary. ``epoch``: the epoch (1-based) whose
+    loss was not finite, 0 for an initialisation stage."""
+
+    def __init__(self, message: str, epoch: int | None = None, where: str | None = None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.where = where or (f"epoch {epoch}" if epoch else "the initialisation stage")
 
 
 def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -476,9 +485,10 @@ class Trainer:
             steps += 1
         out = {f"train_{k}": v.item() / seen for k, v in sums.items()}
         if not all(math.isfinite(v) for v in out.values()):
+            bad = ", ".join(f"{k} {v}" for k, v in out.items() if not math.isfinite(v))
             raise TrainingDiverged(f"training diverged in epoch {epoch} of {self.run_dir.name} "
-                                   f"(non-finite loss: {out}); nothing of this epoch was saved. Lower lr or a "
-                                   "loss weight, or turn off the option that caused it.")
+                                   f"(non-finite loss: {bad}); nothing of this epoch was saved. Lower lr or a "
+                                   "loss weight, or turn off the option that caused it.", epoch=epoch)
         out.update(train_top1=100.0 * correct.item() / seen, steps=steps, images=seen)
         return out
 
@@ -545,7 +555,8 @@ class Trainer:
         try:
             init_record = run_init_stages(self)  # AB, FT, FSP: before the first epoch, resumable
         except StageDiverged as err:
-            raise TrainingDiverged(str(err)) from None
+            return self._record_divergence(TrainingDiverged(str(err), epoch=0, where=err.where), metrics,
+                                           counters, None)
         if latest.exists():
             state = self._restore(latest)
             epoch, metrics, counters = state["epoch"], state["metrics"], state["counters"]
@@ -566,7 +577,11 @@ class Trainer:
                 self._notify("on_phase", phase, len(pool))
             lr = self.optimizer.param_groups[0]["lr"]
             t_train = time.perf_counter()
-            row = self.train_epoch(pool, phase, epoch + 1)
+            try:
+                row = self.train_epoch(pool, phase, epoch + 1)
+            except TrainingDiverged as err:
+                bar.close()
+                return self._record_divergence(err, metrics, counters, init_record)
             train_seconds = time.perf_counter() - t_train
             self.scheduler.step()
             top1, top5 = evaluate(self.student, self.test_set, self.test_images, self.test_targets, cfg.channels_last)
@@ -597,6 +612,10 @@ class Trainer:
         # machines), so a student records the hash of its teacher's weights and RunStore.load flags it
         # ("teacher_changed") when the teacher run in the store now holds other weights
         summary["weights_hash"] = state_dict_hash(self.student)
+        return self._finish(summary, init_record)
+
+    def _finish(self, summary: dict, init_record: list | None) -> dict:
+        """Write the summary, with the teacher's weights hash and the initialisation stages' record."""
         summary["teacher_weights_hash"] = state_dict_hash(self.teacher) if self.teacher is not None else None
         if init_record is not None:
             summary["init"] = init_record
@@ -604,15 +623,46 @@ class Trainer:
         self._notify("on_end", summary)
         return summary
 
+    def _record_divergence(self, err: TrainingDiverged, metrics: list[dict], counters: dict,
+                           init_record: list | None) -> dict:
+        """Finish a run whose loss turned non-finite: its finished epochs' metrics are kept, and the summary
+        (:func:`diverged_summary`) says where it diverged; no weights are written (there is no usable model)."""
+        self.log(f"{err} The run is recorded as finished with the flag 'diverged' (docs/run-store.md).")
+        self.run.write_metrics(metrics)
+        summary = diverged_summary(self.cfg, metrics, counters, environment(self.device), self.teacher_source,
+                                   self.train_set.num_classes, err)
+        return self._finish(summary, init_record)
+
+
+def diverged_summary(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
+                     num_classes: int | None, err: TrainingDiverged) -> dict:
+    """The summary of a run whose loss became non-finite: finished, flagged ``diverged``, with
+    ``diverged = {"epoch", "where", "message"}`` (``epoch`` 0: an initialisation stage), ``epochs`` = the
+    epochs it completed (their metrics are kept), and no accuracy: ``last_top1``, ``best_top1`` and
+    ``best_epoch`` are None, so that no table averages the run with finished ones."""
+    summary = _summary(cfg, metrics, counters, env, teacher_source, num_classes,
+                       dict(last_top1=None, last_top5=None, best_top1=None, best_epoch=None))
+    summary.update(flags=["diverged"], diverged={"epoch": err.epoch or 0, "where": err.where, "message": str(err)},
+                   weights_hash=None)
+    return summary
+
 
 def summarize(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
               num_classes: int | None = None) -> dict:
     best = max(metrics, key=lambda m: m["test_top1"])
     last = metrics[-1]
+    accuracy = dict(last_top1=last["test_top1"], last_top5=last["test_top5"], best_top1=best["test_top1"],
+                    best_epoch=best["epoch"])
+    return _summary(cfg, metrics, counters, env, teacher_source, num_classes, accuracy)
+
+
+def _summary(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
+             num_classes: int | None, accuracy: dict) -> dict:
     return {"run_id": cfg.run_id, "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
             "teacher": (cfg.teacher or {}).get("model") if cfg.teacher else cfg.teacher_weights,
-            "seed": cfg.seed, "epochs": len(metrics), "last_top1": last["test_top1"], "last_top5": last["test_top5"],
-            "best_top1": best["test_top1"], "best_epoch": best["epoch"], "iterations": counters["iterations"],
+            "seed": cfg.seed, "epochs": len(metrics), "last_top1": accuracy["last_top1"],
+            "last_top5": accuracy["last_top5"], "best_top1": accuracy["best_top1"],
+            "best_epoch": accuracy["best_epoch"], "iterations": counters["iterations"],
             "images_seen": counters["images_seen"], "train_seconds": round(counters["train_seconds"], 2),
             "wall_seconds": round(counters["total_seconds"], 2), "teacher_source": teacher_source,
             "num_classes": num_classes, "flags": health_flags(metrics, num_classes), "environment": env,

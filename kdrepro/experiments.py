@@ -459,13 +459,16 @@ class Experiment:
 
 
 def run_row(result: RunResult, labels: Mapping[str, Any]) -> dict[str, Any]:
-    """One tidy row: the study's labels and the run's summary numbers."""
+    """One tidy row: the study's labels and the run's summary numbers; a diverged run has no top-1 (NaN in
+    a table) and a ``diverged`` entry naming where it diverged."""
     s = result.summary
     row = dict(labels)
     row.update(epochs=s["epochs"], last_top1=s["last_top1"], best_top1=s["best_top1"], best_epoch=s["best_epoch"],
                iterations=s["iterations"], images_seen=s["images_seen"], train_seconds=s["train_seconds"],
                wall_seconds=s["wall_seconds"], device=run_device(s), run_id=result.run_id,
                flags=",".join(run_flags(result)))
+    if s.get("diverged"):  # no accuracy (None); where it diverged, e.g. "epoch 12" (only then a column)
+        row["diverged"] = s["diverged"].get("where") or f"epoch {s['diverged'].get('epoch')}"
     return row
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .rundir import RunDir, RunFileError
+from .runs import diverged_in
 
 #: what a run's record is: everything else (checkpoints, snapshots, weights, locks, temporaries) stays
 RECORD_FILES = ("config.json", "summary.json", "metrics.jsonl")
@@ -75,7 +76,8 @@ def _copy_record(src: Path, dst: Path, weights: bool) -> None:
 def _describe(d: Path) -> str:
     try:
         s = json.loads((d / "summary.json").read_text())
-        return f"last top-1 {s['last_top1']:.2f}, weights {s.get('weights_hash', 'not recorded')}"
+        result = diverged_in(s) or f"last top-1 {s['last_top1']:.2f}"
+        return f"{result}, weights {s.get('weights_hash', 'not recorded')}"
     except (OSError, ValueError, KeyError, TypeError):
         return "unreadable summary"
 

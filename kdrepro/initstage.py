@@ -24,7 +24,12 @@ from .terms import StepInputs
 
 
 class StageDiverged(RuntimeError):
-    """An initialisation stage's loss became NaN or infinite (the engine raises it as ``TrainingDiverged``)."""
+    """An initialisation stage's loss became NaN or infinite (the engine records the run as diverged);
+    ``where`` names the stage and its epoch."""
+
+    def __init__(self, message: str, where: str = "the initialisation stage"):
+        super().__init__(message)
+        self.where = where
 
 
 def _path(trainer):
@@ -103,7 +108,8 @@ def run_init_stages(trainer) -> dict | None:
             loss = _epoch(trainer, term, optimizer, epoch + 1)
             if not math.isfinite(loss):
                 raise StageDiverged(f"the initialisation stage of {name!r} diverged in its epoch {epoch + 1} "
-                                       f"(loss {loss}); nothing of this epoch was saved. Lower init_lr.")
+                                    f"(loss {loss}); nothing of this epoch was saved. Lower init_lr.",
+                                    where=f"the initialisation stage of {name!r} (its epoch {epoch + 1})")
             record.append({"term": name, "epoch": epoch + 1, "loss": loss, "lr": lr,
                            "seconds": round(time.perf_counter() - t0, 3)})
             trainer.run.save(_state(trainer, index, epoch + 1, optimizer, record), path)

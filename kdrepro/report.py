@@ -162,22 +162,46 @@ def summarize(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     rows = []
     for keys, group in runs.groupby(list(by), sort=False, dropna=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
-        last = mean_std(group["last_top1"])
-        best = mean_std(group["best_top1"])
+        diverged = _diverged_rows(group)
+        finished = group[~diverged]
+        last = mean_std(finished["last_top1"])
+        best = mean_std(finished["best_top1"])
         row = dict(zip(by, keys))
         row.update(last_mean=last[0], last_std=last[1], best_mean=best[0], best_std=best[1], seeds=last[2])
         if "epochs" in group:
             row["epochs"] = int(group["epochs"].iloc[0]) if group["epochs"].nunique() == 1 else "mixed"
         if "iterations" in group:
             row["iterations"] = float(group["iterations"].mean())
-        if "flags" in group and (group["flags"].fillna("") != "").any():
-            row["flagged"] = int((group["flags"].fillna("") != "").sum())
+        if "flags" in finished and (finished["flags"].fillna("") != "").any():
+            row["flagged"] = int((finished["flags"].fillna("") != "").sum())
+        if diverged.any():
+            row["diverged"] = int(diverged.sum())
+            row["diverged_in"] = diverged_text(group[diverged])
         rows.append(row)
     out = pd.DataFrame(rows, columns=None if rows else [*by, "last_mean", "last_std", "best_mean", "best_std",
                                                           "seeds"])
     if "flagged" in out:
         out["flagged"] = out["flagged"].fillna(0).astype(int)
+    if "diverged" in out:
+        out["diverged"] = out["diverged"].fillna(0).astype(int)
+        out["diverged_in"] = out["diverged_in"].fillna("")
     return out
+
+
+def _diverged_rows(runs: pd.DataFrame) -> pd.Series:
+    """Which runs of a tidy table diverged (a ``diverged`` entry; :func:`kdrepro.experiments.run_row`)."""
+    if "diverged" not in runs:
+        return pd.Series(False, index=runs.index)
+    return runs["diverged"].notna() & (runs["diverged"].astype(str) != "")
+
+
+def diverged_text(runs: pd.DataFrame) -> str:
+    """Where the diverged runs of a group diverged, by place: ``"epoch 12 (seeds 0, 1)"``."""
+    where: dict[str, list[str]] = {}
+    for place, seed in zip(runs["diverged"], runs["seed"] if "seed" in runs else [None] * len(runs)):
+        where.setdefault(str(place), []).append(str(seed))
+    return "; ".join(f"{place} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+                     for place, seeds in where.items())
 
 
 @_carries_missing
@@ -191,7 +215,8 @@ def paired_difference(runs: pd.DataFrame, a: str, b: str, by: Sequence[str] = ("
         keys = keys if isinstance(keys, tuple) else (keys,)
         ga = group[group["method"] == a].set_index("seed")
         gb = group[group["method"] == b].set_index("seed")
-        seeds = [s for s in ga.index if s in gb.index]
+        # a diverged run has no accuracy: its seed is left out of the pairs (the "seeds" column counts them)
+        seeds = [s for s in ga.index if s in gb.index and pd.notna(ga.at[s, metric]) and pd.notna(gb.at[s, metric])]
         if not seeds:
             continue
         diffs = [float(ga.at[s, metric]) - float(gb.at[s, metric]) for s in seeds]
@@ -417,10 +442,15 @@ def format_summary(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 
 def _flag_column(out: pd.DataFrame, summary: pd.DataFrame) -> None:
-    """A "flagged runs" column, only when some run of the table is flagged (``kdrepro.engine.health_flags``:
-    chance-level accuracy or an exploded loss): such a mean includes a failed run."""
+    """A "flagged runs" column, only when some finished run of the table is flagged
+    (``kdrepro.engine.health_flags``: chance-level accuracy or an exploded loss): such a mean includes a
+    failed run. A "diverged" column, only when some run diverged: how many of the row's runs, and where;
+    they have no accuracy and are not in the mean (``seeds`` counts the runs that are)."""
     if "flagged" in summary and summary["flagged"].sum() > 0:
         out["flagged runs"] = [f"{int(n)} ⚠" if n else "" for n in summary["flagged"]]
+    if "diverged" in summary and summary["diverged"].sum() > 0:
+        out["diverged"] = [f"{int(n)} of {int(n) + int(k)}: {where}" if n else ""
+                           for n, k, where in zip(summary["diverged"], summary["seeds"], summary["diverged_in"])]
 
 
 def _paired_columns(paired: pd.DataFrame, a_mean: str, b_mean: str, a: str, b: str) -> dict[str, list[str]]:
@@ -462,7 +492,7 @@ def format_ablations(summary: pd.DataFrame) -> pd.DataFrame:
         "top-1 last (%)": [fmt_mean_std(r.last_mean, r.last_std, r.seeds) for r in summary.itertuples()],
         "top-1 best (%)": [fmt_mean_std(r.best_mean, r.best_std, r.seeds) for r in summary.itertuples()],
         "seeds": summary["seeds"].astype(int),
-        "Δ last vs authors'": ["—" if d or math.isnan(r) else f"{v - r:+.2f}"
+        "Δ last vs authors'": ["—" if d or math.isnan(r) or math.isnan(v) else f"{v - r:+.2f}"
                                for v, d, r in zip(summary["last_mean"], summary["default"], reference)],
     })
     _flag_column(out, summary)
@@ -776,6 +806,20 @@ def _seed_points(ax, xs, ys, flags, color, horizontal: bool = False) -> None:
         ax.plot(r["pos"], r["value"], "x", color="red", ms=7, mew=2, zorder=5)
 
 
+def _diverged_note(ax, pos: float, row, vertical: bool = False) -> None:
+    """Write on the panel, at a method's (``vertical``: x = ``pos``) or a variant's (y = ``pos``) place, how
+    many of its runs diverged and where: they have no accuracy and are not among its points or its mean."""
+    import matplotlib.transforms as mtransforms
+
+    text = f"{int(row['diverged'])} diverged: {row['diverged_in']}"
+    if vertical:
+        ax.text(pos, 0.03, text, transform=mtransforms.blended_transform_factory(ax.transData, ax.transAxes),
+                rotation=90, ha="center", va="bottom", fontsize="x-small", color="red", zorder=6)
+    else:
+        ax.text(0.02, pos + 0.3, text, transform=mtransforms.blended_transform_factory(ax.transAxes, ax.transData),
+                ha="left", va="center", fontsize="x-small", color="red", zorder=6)
+
+
 def _incomplete(fig, *frames) -> None:
     """Say on the figure when its study is incomplete (runs missing from the store)."""
     missing = next((f.attrs.get("missing") for f in frames if f is not None and f.attrs.get("missing")), None)
@@ -821,6 +865,8 @@ def _method_markers(ax, summary, runs, methods, groups, write_values: bool = Fal
                 r = runs[(runs["method"] == method) & (runs["dataset"] == g[0]) & (runs["teacher"] == g[1])
                          & (runs["student"] == g[2])]
                 _seed_points(ax, [i + offset] * len(r), r["last_top1"], r.get("flags", [""] * len(r)), colour)
+            if sub.loc[g].get("diverged", 0):  # not in the mean: say so where the method's marker is
+                _diverged_note(ax, i + offset, sub.loc[g], vertical=True)
             if write_values:  # an outlier panel: write the value
                 ax.annotate(fmt_mean_std(sub.loc[g, "last_mean"], sub.loc[g, "last_std"], n),
                             (i + offset, sub.loc[g, "last_mean"]), xytext=(8, 0), textcoords="offset points",
@@ -903,6 +949,8 @@ def plot_ablations(summary: pd.DataFrame, runs: pd.DataFrame | None = None):
             if runs is not None and n > 1:
                 r = runs[(runs["axis"] == axis) & (runs["variant"] == row["variant"])]
                 _seed_points(ax, r["last_top1"], [i] * len(r), r.get("flags", [""] * len(r)), colour, horizontal=True)
+            if row.get("diverged", 0):
+                _diverged_note(ax, i, row)
         seeds = sorted(set(int(n) for n in sub["seeds"]))
         ax.set_yticks(range(len(sub)), list(sub["variant"]))
         ax.set_ylim(len(sub) - 0.5, -0.5)
@@ -1044,7 +1092,7 @@ def paired_long(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str, str]],
                                      f"appear twice for one method in group {key!r}; group by more columns")
             ga, gb = ga.set_index("seed"), gb.set_index("seed")
             for seed in ga.index:
-                if seed in gb.index:
+                if seed in gb.index and pd.notna(ga.at[seed, metric]) and pd.notna(gb.at[seed, metric]):
                     rows.append({"comparison": label, "group": key, "seed": seed,
                                  "diff": float(ga.at[seed, metric]) - float(gb.at[seed, metric])})
     return pd.DataFrame(rows, columns=["comparison", "group", "seed", "diff"])

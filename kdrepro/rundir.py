@@ -262,6 +262,10 @@ class RunDir:
         if not all(isinstance(r, dict) and _number(r.get("test_top1")) for r in rows):
             raise RunFileError(self.metrics, "a row is not an epoch record with a numeric test_top1; the file "
                                              "is corrupt: delete the run folder to train it again")
+        diverged = summary.get("diverged")
+        if diverged is not None:
+            self._check_diverged(summary, diverged, rows, epochs)
+            return
         if [r.get("epoch") for r in rows] != list(range(1, epochs + 1)):
             raise RunFileError(self.metrics, f"holds {len(rows)} epoch rows, not epochs 1..{epochs} as the run's "
                                              "config and summary say; the file is damaged: delete the run folder "
@@ -277,6 +281,23 @@ class RunDir:
                 raise RunFileError(self.summary, f"{key}={short(summary.get(key))} disagrees with metrics.jsonl "
                                                  f"({short(value)}); one of the files is damaged: delete the run "
                                                  "folder to train it again")
+
+    def _check_diverged(self, summary: dict, diverged: Any, rows: list[dict], epochs: int) -> None:
+        """A diverged run (:func:`kdrepro.engine.diverged_summary`): one metrics row for each epoch before the
+        one that diverged, that many ``epochs`` in the summary, and no accuracy."""
+        epoch = diverged.get("epoch") if isinstance(diverged, dict) else None
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and 0 <= epoch <= epochs):
+            raise RunFileError(self.summary, f"diverged={short(diverged)} does not name the epoch (0..{epochs}) the "
+                                             "run diverged in; the file is damaged: delete the run folder to train "
+                                             "it again")
+        done = max(epoch - 1, 0)
+        if [r.get("epoch") for r in rows] != list(range(1, done + 1)) or summary.get("epochs") != done:
+            raise RunFileError(self.metrics, f"holds {len(rows)} epoch rows, not epochs 1..{done} as the summary of "
+                                             f"a run that diverged in epoch {epoch} says; one of the files is "
+                                             "damaged: delete the run folder to train it again")
+        if any(summary.get(key) is not None for key in ("last_top1", "best_top1")):
+            raise RunFileError(self.summary, "gives an accuracy for a run that diverged; the file is damaged: "
+                                             "delete the run folder to train it again")
 
     def save(self, obj: Any, path: Path) -> None:
         """``torch.save`` ``obj`` to ``path`` (inside this run folder), atomically."""

@@ -502,6 +502,12 @@ class RunStore:
             return TeacherSpec(t["model"], cfg.teacher_weights, dict(t.get("model_options", {})))
         tcfg = cfg.teacher_config()
         result = self.run(tcfg, log=log, wait=wait)
+        if result.summary.get("diverged"):
+            from .engine import TrainingDiverged
+
+            raise TrainingDiverged(f"the teacher run {result.run_id} {diverged_in(result.summary)} (recorded with the "
+                                   f"flag 'diverged'), so its student {cfg.run_id} cannot be distilled from it; "
+                                   "change the teacher's recipe (teacher.lr, ...) to get a teacher that trains")
         weights = result.run_dir / "weights.pt"
         if not weights.exists():
             raise FileNotFoundError(
@@ -516,6 +522,26 @@ def run(cfg: RunConfig, root: str | os.PathLike | None = None, **kwargs) -> RunR
     return RunStore(root).run(cfg, **kwargs)
 
 
+def diverged_in(summary: dict) -> str | None:
+    """"diverged in epoch 12" (or "... in the initialisation stage of 'fsp' (its epoch 3)") for a diverged
+    run's summary (:func:`kdrepro.engine.diverged_summary`), else None."""
+    info = summary.get("diverged")
+    if not info:
+        return None
+    return f"diverged in {info.get('where') or 'epoch ' + str(info.get('epoch'))}"
+
+
+def summary_line(s: dict) -> str:
+    """A finished run's summary in one line: last and best test top-1, epochs, iterations and wall time; a
+    diverged run says where it diverged instead of an accuracy."""
+    if s.get("diverged"):
+        head = f"{diverged_in(s)}, no accuracy  epochs completed {s['epochs']}"
+    else:
+        head = (f"test top-1: last {s['last_top1']:.2f}  best {s['best_top1']:.2f} (epoch {s['best_epoch']})  "
+                f"epochs {s['epochs']}")
+    return f"{head}  iterations {s['iterations']}  wall {s['wall_seconds']:.1f}s"
+
+
 # ---------------------------------------------------------------------- summaries across seeds
 def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
     """Mean, sample standard deviation (n-1; 0 for one value) and count."""
@@ -526,8 +552,10 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
 
 
 def summarize_seeds(results: list[RunResult]) -> dict:
-    """Mean ± std over seeds of last-epoch and best-epoch test top-1 (both named as such)."""
-    last = mean_std(r.summary["last_top1"] for r in results)
-    best = mean_std(r.summary["best_top1"] for r in results)
+    """Mean ± std over seeds of last-epoch and best-epoch test top-1 (both named as such) of the runs that
+    finished training; ``seeds`` counts those, ``diverged`` the runs that diverged (no accuracy)."""
+    finished = [r for r in results if not r.summary.get("diverged")]
+    last = mean_std(r.summary["last_top1"] for r in finished)
+    best = mean_std(r.summary["best_top1"] for r in finished)
     return {"last_top1_mean": last[0], "last_top1_std": last[1], "best_top1_mean": best[0],
-            "best_top1_std": best[1], "seeds": last[2]}
+            "best_top1_std": best[1], "seeds": last[2], "diverged": len(results) - len(finished)}

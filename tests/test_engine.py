@@ -269,12 +269,15 @@ def test_batches_merge_only_a_tiny_remainder():
     assert [len(b) for b in engine.batches(torch.arange(5), 128)] == [5]
 
 
-def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+def test_a_diverging_run_stops_and_is_recorded_as_diverged(tmp_path):
     cfg = _cfg(method="ce", epochs=2, lr=1e6).resolved()
-    trainer = engine.Trainer(cfg, tmp_path / "run", log=lambda m: None)
-    with pytest.raises(engine.TrainingDiverged, match="diverged in epoch 1"):
-        trainer.fit()
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    logged = []
+    trainer = engine.Trainer(cfg, tmp_path / "run", log=logged.append)
+    summary = trainer.fit()
+    assert summary["flags"] == ["diverged"] and summary["diverged"]["epoch"] == 1 and summary["epochs"] == 0
+    assert summary["last_top1"] is None
+    assert read_metrics(tmp_path / "run") == []  # nothing of the diverged epoch was saved
+    assert any("diverged in epoch 1" in m for m in logged)
 
 
 def test_planned_steps_are_the_steps_a_run_takes(slkd_result, store):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..plugins import named_plugins, use_plugins
-from ..runs import WAIT, RunStore
+from ..runs import WAIT, RunStore, summary_line
 from .base import ExecutorError
 from .planning import plan_lines
 from .records import _now
@@ -60,8 +60,7 @@ class TrainRun:
             verb = "found finished" if before == "finished" else (
                 "resumed and finished" if before == "partial" else "trained")
             print(f"{verb} {result.run_id} in {result.run_dir}", flush=True)
-            print(f"  test top-1: last {s['last_top1']:.2f}  best {s['best_top1']:.2f} (epoch {s['best_epoch']})  "
-                  f"epochs {s['epochs']}  iterations {s['iterations']}  wall {s['wall_seconds']:.1f}s", flush=True)
+            print(f"  {summary_line(s)}", flush=True)
         return {"run_id": result.run_id, "last_top1": s["last_top1"], "best_top1": s["best_top1"],
                 "iterations": s["iterations"]}
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..rundir import RunFileError
+from ..runs import diverged_in
 from .base import DEFAULT_REQUEUES, Executor, RunsFailedError, Submission
 from .job import require_submitit, train_run_for
 from .planning import PlannedRun, cache_build_threads, cache_built
@@ -163,12 +164,13 @@ class LocalExecutor(Executor):
                         running.remove(job)
                         run_id = job.run_id
                         minutes = (time.time() - job.started) / 60
-                        if job.worker.poll() == 0 and store.status(run_id) == "finished":
+                        if job.worker.poll() in FINISHED_EXITS and store.status(run_id) == "finished":
                             done.add(run_id)
                             self._record(sub, job, outcome="finished")
                             s = store.load(run_id).summary
-                            log(f"[{len(done) + len(failed)}/{total}] {run_id}: last {s['last_top1']:.2f}, "
-                                f"best {s['best_top1']:.2f} ({minutes:.1f} min; {(time.time() - t0) / 60:.0f} min so far)")
+                            result = diverged_in(s) or f"last {s['last_top1']:.2f}, best {s['best_top1']:.2f}"
+                            log(f"[{len(done) + len(failed)}/{total}] {run_id}: {result} ({minutes:.1f} min; "
+                                f"{(time.time() - t0) / 60:.0f} min so far)")
                         elif store.owner(job.run_id) is not None:
                             waiting.append(job)  # another process holds it: wait for that, then start again
                         else:
@@ -231,6 +233,11 @@ class LocalExecutor(Executor):
         job.started = time.time()
         return job
 
+
+
+#: a worker's exit statuses for a run it finished: 0, or ``kdrepro train``'s status for a run that diverged
+#: (recorded as finished with the flag ``diverged``; docs/errors.md)
+FINISHED_EXITS = (0, 4)
 
 
 @contextlib.contextmanager
