@@ -75,8 +75,9 @@ def verdict(difference: float, high: float, p_holm: float, alpha: float = 0.05, 
 
 
 def _arm_values(runs: pd.DataFrame, arm: Arm, metric: str) -> pd.DataFrame:
+    """An arm's ``metric`` and device by seed; a diverged run (no accuracy, docs/run-store.md) is left out."""
     rows = arm.select(runs)
-    return rows.drop_duplicates("seed").set_index("seed")[[metric, "device"]]
+    return rows[rows[metric].notna()].drop_duplicates("seed").set_index("seed")[[metric, "device"]]
 
 
 def evaluate_hypotheses(runs: pd.DataFrame, hypotheses=HYPOTHESES, arms: dict[str, Arm] | None = None,
@@ -135,6 +136,7 @@ def budget_crossover(runs: pd.DataFrame, first: str = "slkd", second: str = "kd"
     ``sign_change`` marks a budget whose paired mean has the other sign than the budget before it."""
     rows = []
     for epochs, group in runs.groupby("epochs", sort=True):
+        group = group[group[metric].notna()]  # a diverged run has no accuracy (docs/run-store.md)
         a = group[group["method"] == first].drop_duplicates("seed").set_index("seed")
         b = group[group["method"] == second].drop_duplicates("seed").set_index("seed")
         common = [s for s in a.index if s in b.index]

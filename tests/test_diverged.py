@@ -125,3 +125,21 @@ def test_a_study_with_a_diverging_method_completes_and_its_table_marks_it(tmp_pa
     fig = report.plot_methods(report.summarize(runs, ["dataset", "teacher", "student", "method"]), runs)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "2 diverged: epoch 2 (seeds 0, 1)" in texts
+
+
+def test_the_hypothesis_tests_leave_a_diverged_run_out():
+    """A diverged run (NaN top-1) in an arm: the tests equal those of the table without that run."""
+    import numpy as np
+    import pandas as pd
+
+    from kdrepro.hypotheses import evaluate_hypotheses
+
+    rng = np.random.default_rng(0)
+    rows = [{"axis": axis, "variant": variant, "seed": s, "device": "CPU: x", "last_top1": 90 + rng.normal()}
+            for axis, variant in (("order", "easy_first"), ("reference", "")) for s in range(4)]
+    runs = pd.DataFrame(rows)
+    without = evaluate_hypotheses(runs.drop(index=7))
+    runs.loc[7, "last_top1"] = np.nan  # the KD run of seed 3 diverged
+    with_nan = evaluate_hypotheses(runs)
+    assert with_nan.loc[0, "seeds_second"] == 3 and with_nan.loc[0, "paired_n"] == 3
+    assert with_nan.loc[0, "p"] == without.loc[0, "p"] and not math.isnan(with_nan.loc[0, "p"])
