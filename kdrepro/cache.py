@@ -92,9 +92,9 @@ def cache_key(teacher: torch.nn.Module, dataset, augment: CropFlip) -> str:
 
 def cache_group(cfg) -> str:
     """The group of a run that reads a teacher run's logit cache: runs with the same teacher run, data set,
-    data-set options and augmentation read the same file (``cfg``: a :class:`kdrepro.config.RunConfig` with
-    a teacher run)."""
-    group = [cfg.teacher_config().run_id, cfg.dataset, cfg.dataset_options, cfg.augment, cfg.crop_padding,
+    data-set options and augmentation read the same file (``cfg``: a :class:`kdrepro.resolution.ResolvedRun`
+    with a teacher run)."""
+    group = [cfg.teacher.run_id, cfg.dataset, cfg.dataset_options, cfg.augment, cfg.crop_padding,
              cfg.hflip]
     return hashlib.sha256(json.dumps(group, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

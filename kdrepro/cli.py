@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 from .config import ConfigError, RunConfig, merge, parse_overrides
+from .resolution import ResolvedRun, resolve
 
 
 class UserError(RuntimeError):
@@ -61,13 +62,13 @@ def _check_device(device: str) -> None:
         raise ConfigError(f"device={device!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
 
 
-def build_config(config_file: str | None, sets: list[str], device: str | None = None) -> RunConfig:
-    """The resolved config of ``--config`` and ``--set`` (and ``--device``): every value checked."""
+def build_config(config_file: str | None, sets: list[str], device: str | None = None) -> ResolvedRun:
+    """The resolved run of ``--config`` and ``--set`` (and ``--device``): every value checked."""
     data = _load_config_file(config_file) if config_file is not None else {}
     data = merge(data, parse_overrides(sets or []))
     if device is not None:
         data["device"] = device
-    cfg = RunConfig.from_dict(data).resolved()
+    cfg = resolve(RunConfig.from_dict(data))
     _check_device(cfg.device)
     return cfg
 

@@ -714,7 +714,7 @@ _LOADERS: dict[str, Callable[..., ImageDataset]] = {
 
 
 # --------------------------------------------------------------------------------------------------
-# Data identity: what a run id records about its data (kdrepro.config.RunConfig.identity)
+# Data identity: what a run id records about its data (kdrepro.resolution.ResolvedRun.identity)
 
 #: content fingerprints (:func:`split_fingerprint`) of fixed data sets, used when the files are not here
 #: (planning without the data); checked against the files whenever they are

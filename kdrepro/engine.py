@@ -44,6 +44,7 @@ from .augment import CropFlip
 from .callbacks import ProgressLines, metrics_writers_for
 from .cache import TeacherLogitCache, _quiet, cache_group, group_marker, mark_ready, state_dict_hash
 from .config import ConfigError, RunConfig
+from .resolution import ResolvedRun, resolve
 from .curriculum import Curriculum
 from .data import ImageDataset, data_fingerprint, load_dataset
 from .models import create_model
@@ -87,14 +88,14 @@ def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return chunks
 
 
-def planned_steps(cfg: RunConfig, targets: torch.Tensor) -> int:
+def planned_steps(cfg: ResolvedRun | RunConfig, targets: torch.Tensor) -> int:
     """The optimizer steps a run will take, from its schedule, its batch size and the class counts
     ``targets`` of its training set: each phase's pool holds ``ceil(fraction * n_c)`` images of every class
     (:func:`kdrepro.sequencer.select_pool`) and is cut into :func:`batches` every epoch."""
-    cfg = cfg.resolved()
+    cfg = resolve(cfg)
     counts = torch.bincount(targets.long()).tolist()
     total = 0
-    for phase in cfg.schedule():
+    for phase in cfg.schedule:
         n = sum(sequencer._pool_size(phase.fraction, c) for c in counts if c) if phase.curriculum else len(targets)
         steps = -(-n // cfg.batch_size)
         remainder = n % cfg.batch_size
@@ -268,10 +269,10 @@ class DataChangedError(RuntimeError):
 class Trainer:
     """Trains one run into ``run_dir``; :meth:`fit` resumes from ``checkpoints/latest.pt`` when present."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | os.PathLike | RunDir, teacher: nn.Module | TeacherSpec | None = None,
+    def __init__(self, cfg: ResolvedRun | RunConfig, run_dir: str | os.PathLike | RunDir, teacher: nn.Module | TeacherSpec | None = None,
                  cache_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None,
                  callbacks: list | None = None):
-        self.cfg = cfg.resolved()
+        self.cfg = resolve(cfg)
         self.run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.run_dir = self.run.path
         self.cache_dir = Path(cache_dir) if cache_dir else self.run_dir.parent.parent / "cache"
@@ -299,8 +300,8 @@ class Trainer:
             raise ConfigError(f"crop_padding={cfg.crop_padding}: must be smaller than the {cfg.dataset} images' side "
                               f"({side} pixels; reflect padding needs it), e.g. crop_padding={max(side // 8, 1)}")
         self.augment = CropFlip(padding=cfg.crop_padding if cfg.augment else 0, hflip=cfg.hflip and cfg.augment)
-        self.schedule = cfg.schedule()
-        self.curriculum = cfg.curriculum_config()
+        self.schedule = list(cfg.schedule)
+        self.curriculum = cfg.curriculum
 
         channels = self.train_set.image_shape[0]
         if isinstance(teacher, TeacherSpec):  # built before seeding: its construction must not move the RNG
@@ -312,7 +313,7 @@ class Trainer:
         if self.teacher is not None:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
-        req = cfg.requirements()
+        req = cfg.requirements
         self.need_features = "teacher_features" in req            # live teacher forward with features
         self.need_student_features = "student_features" in req
         self.need_teacher = cfg.needs_teacher
@@ -325,7 +326,7 @@ class Trainer:
         ctx = TermContext(num_classes=self.train_set.num_classes, num_samples=len(self.train_set),
                           student=self.student, teacher=self.teacher, device=self.device, seed=cfg.seed,
                           targets=self.train_set.targets, image_shape=tuple(self.train_set.image_shape))
-        self.terms = nn.ModuleDict({name: TERMS.get(name)(params, ctx) for name, params in cfg.active_terms().items()})
+        self.terms = nn.ModuleDict({name: TERMS.get(name)(params, ctx) for name, params in cfg.terms.items()})
         self.terms.to(self.device)
         params = list(self.student.parameters()) + list(self.terms.parameters())
         if cfg.channels_last:
@@ -634,7 +635,7 @@ class Trainer:
         return self._finish(summary, init_record)
 
 
-def diverged_summary(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
+def diverged_summary(cfg: ResolvedRun, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
                      num_classes: int | None, err: TrainingDiverged) -> dict:
     """The summary of a run whose loss became non-finite: finished, flagged ``diverged``, with
     ``diverged = {"epoch", "where", "message"}`` (``epoch`` 0: an initialisation stage), ``epochs`` = the
@@ -647,7 +648,7 @@ def diverged_summary(cfg: RunConfig, metrics: list[dict], counters: dict, env: d
     return summary
 
 
-def summarize(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
+def summarize(cfg: ResolvedRun, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
               num_classes: int | None = None) -> dict:
     best = max(metrics, key=lambda m: m["test_top1"])
     last = metrics[-1]
@@ -656,10 +657,10 @@ def summarize(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, te
     return _summary(cfg, metrics, counters, env, teacher_source, num_classes, accuracy)
 
 
-def _summary(cfg: RunConfig, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
+def _summary(cfg: ResolvedRun, metrics: list[dict], counters: dict, env: dict, teacher_source: str,
              num_classes: int | None, accuracy: dict) -> dict:
     return {"run_id": cfg.run_id, "method": cfg.method, "dataset": cfg.dataset, "model": cfg.model,
-            "teacher": (cfg.teacher or {}).get("model") if cfg.teacher else cfg.teacher_weights,
+            "teacher": (cfg.config.teacher or {}).get("model") if cfg.config.teacher else cfg.teacher_weights,
             "seed": cfg.seed, "epochs": len(metrics), "last_top1": accuracy["last_top1"],
             "last_top5": accuracy["last_top5"], "best_top1": accuracy["best_top1"],
             "best_epoch": accuracy["best_epoch"], "iterations": counters["iterations"],

@@ -4,7 +4,7 @@ A profile (``kdrepro/profiles/<name>.yaml``, checked by :class:`kdrepro.profile.
 documented in ``docs/profiles.md``) is the one source of truth for the notebooks and ``make reproduce``: data sets, teacher/student pairs, the recipe
 and epochs shared by every run (``base``), seeds, epoch budgets, the KD baselines and the ablations.
 
-:class:`Experiment` turns a profile into :class:`~kdrepro.config.RunConfig` objects, runs them through
+:class:`Experiment` turns a profile into resolved runs (:class:`~kdrepro.resolution.ResolvedRun`), runs them through
 the run store (:class:`~kdrepro.runs.RunStore`: a finished run is read back, never retrained; an
 unfinished one resumes) and returns *tidy* tables, one row per run, that :mod:`kdrepro.report`
 summarises. The studies, one per notebook:
@@ -33,8 +33,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from .config import (AUGMENT_FIELDS, OPTIM_FIELDS, PRESETS, ConfigError, CurriculumConfig, RunConfig, merge,
-                     resolution_memo)
+from .config import ConfigError, CurriculumConfig, RunConfig, merge
+from .resolution import AUGMENT_FIELDS, OPTIM_FIELDS, PRESETS, ResolvedRun, resolution_memo, resolve
 from .profile import (ABLATION_AXES, BUDGET_METHODS, MSE_VARIANTS, PROFILE_DIR, QUIRK_VARIANTS,  # noqa: F401
                       Pair, Profile, ProfileError, list_profiles, load_profile, parse_profile)
 from .anatomy import CurriculumAnatomy
@@ -66,10 +66,10 @@ class MissingRunsError(RuntimeError):
 
 @dataclass(frozen=True)
 class Planned:
-    """One run of a study: its table labels and its (resolved) configuration."""
+    """One run of a study: its table labels and its resolved run."""
 
     labels: Mapping[str, Any]
-    config: RunConfig
+    config: ResolvedRun
 
 
 class Experiment:
@@ -105,7 +105,7 @@ class Experiment:
         self.data_root = None if data_root is None else str(data_root)
         self.device = device
         self.store = RunStore(self.results_dir)
-        self._resolved: dict[str, RunConfig] = {}  # resolution_memo
+        self._resolved: dict[str, ResolvedRun] = {}  # resolution_memo
 
     def __repr__(self) -> str:
         p = self.profile
@@ -143,8 +143,8 @@ class Experiment:
 
     # -------------------------------------------------------------------------------- configurations
     def config(self, dataset: str, model: str, method: str = "ce", seed: int = 0,
-               teacher: Mapping[str, Any] | None = None, **overrides: Any) -> RunConfig:
-        """The resolved run config: the profile's ``base`` (its ``curriculum`` only for a method that has one),
+               teacher: Mapping[str, Any] | None = None, **overrides: Any) -> ResolvedRun:
+        """The resolved run: the profile's ``base`` (its ``curriculum`` only for a method that has one),
         then the study's choices, then ``overrides``."""
         base = {k: v for k, v in self.profile.base.items() if k != "curriculum" or PRESETS[method][1] is not None}
         data = merge(base, {
@@ -160,21 +160,21 @@ class Experiment:
         if teacher is not None:
             data["teacher"] = dict(teacher)
         with resolution_memo(self._resolved):  # a run (or teacher) that several studies plan: resolved once
-            return RunConfig.from_dict(data).resolved()
+            return resolve(RunConfig.from_dict(data))
 
     def teacher_overrides(self, pair: Pair) -> dict[str, Any]:
         """The teacher's run-config keys: the profile's recipe and augmentation ``base`` keys, then the pair's."""
         base = {k: v for k, v in self.profile.base.items() if k in ("recipe", *OPTIM_FIELDS, *AUGMENT_FIELDS)}
         return {**base, **pair.teacher}
 
-    def student_config(self, dataset: str, pair: Pair, method: str, seed: int, **overrides: Any) -> RunConfig:
+    def student_config(self, dataset: str, pair: Pair, method: str, seed: int, **overrides: Any) -> ResolvedRun:
         """A student of ``pair``: vanilla (``method="ce"``, no teacher), KD or SLKD."""
         teacher = None if method == "ce" else self.teacher_overrides(pair)
         return self.config(dataset, pair.student, method, seed, teacher=teacher, **overrides)
 
-    def teacher_config(self, dataset: str, pair: Pair) -> RunConfig:
+    def teacher_config(self, dataset: str, pair: Pair) -> ResolvedRun:
         """The teacher run exactly as its students resolve it (same run id, so it is trained once)."""
-        return self.student_config(dataset, pair, "kd", self.seeds[0]).teacher_config()
+        return self.student_config(dataset, pair, "kd", self.seeds[0]).teacher
 
     # ------------------------------------------------------------------------------------------ plans
     def plan(self, study: str) -> list[Planned]:
@@ -311,21 +311,21 @@ class Experiment:
                                                budget=budget),
                                   self.student_config(ds, pair, "kd", seed, epochs=kd_epochs))
 
-    def all_configs(self) -> list[RunConfig]:
+    def all_configs(self) -> list[ResolvedRun]:
         """Every distinct run of every study (teachers first), in the order the notebooks would train them."""
-        seen: dict[str, RunConfig] = {}
+        seen: dict[str, ResolvedRun] = {}
         for study in STUDIES:
             for planned in self.plan(study):
                 cfg = planned.config
                 chain = [cfg]
                 while chain[-1].has_teacher_run:
-                    chain.append(chain[-1].teacher_config())
+                    chain.append(chain[-1].teacher)
                 for c in reversed(chain):
                     seen.setdefault(c.run_id, c)
         return list(seen.values())
 
     # -------------------------------------------------------------------------------------------- runs
-    def run(self, cfg: RunConfig) -> RunResult:
+    def run(self, cfg: ResolvedRun | RunConfig) -> RunResult:
         """The finished result of ``cfg`` from the store (trained or resumed when needed)."""
         return self.store.run(cfg, log=log.info)
 
@@ -416,15 +416,15 @@ class Experiment:
         ds = dataset or self.profile.datasets[0]
         pair = pair or self.profile.pairs[0]
         cfg = self.student_config(ds, pair, "slkd", self.seeds[0] if seed is None else seed)
-        if not self.train and any(self.store.status(c) != "finished" for c in (cfg, cfg.teacher_config())):
+        if not self.train and any(self.store.status(c) != "finished" for c in (cfg, cfg.teacher)):
             raise MissingRunsError(f"the curriculum anatomy needs the SLKD run {cfg.run_id} and its teacher, which "
                                    "are not both in the store yet (train=False)")
         result = self.run(cfg)
-        teacher_result = self.run(cfg.teacher_config())
+        teacher_result = self.run(cfg.teacher)
         train = load_dataset(ds, root=self.data_root, train=True, **cfg.dataset_options)
         from .sequencer import SCORES
 
-        score = cfg.curriculum["score"]
+        score = cfg.curriculum.score
         score = "max_logit" if SCORES.get(score).needs_teacher else score
         teacher_scores = self.teacher_scores(teacher_result, train, score, cfg.num_threads)
         return CurriculumAnatomy(result, train, result.curriculum(), teacher_scores.numpy(), score)

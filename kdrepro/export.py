@@ -37,6 +37,7 @@ class Exported:
 def _teacher_ids(run_dirs: list[Path]) -> set[str]:
     """Run ids of the teacher runs that the given runs were distilled from (from their configs)."""
     from .config import ConfigError, RunConfig
+    from .resolution import resolve
 
     ids = set()
     for d in run_dirs:
@@ -44,8 +45,8 @@ def _teacher_ids(run_dirs: list[Path]) -> set[str]:
             cfg = RunConfig.from_dict(RunDir(d).read_config())
         except (RunFileError, ConfigError):
             continue
-        if cfg.has_teacher_run:
-            ids.add(cfg.teacher_config().run_id)
+        if cfg.method != "ce" and cfg.teacher is not None and cfg.teacher_weights is None:
+            ids.add(resolve(cfg).teacher.run_id)
     return ids
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import SCHEMA, ConfigError, RunConfig
+from .resolution import ResolvedRun, resolve
 from .rundir import RunDir, RunFileError, atomic_write
 
 # ---------------------------------------------------------------------------------------------- schema 1
@@ -171,8 +172,8 @@ def _is_v1(data: dict) -> bool:
     return "schema" not in data and "kd_weight" in data
 
 
-def plan_folder(d: Path, data_root: str | None = None) -> tuple[dict, RunConfig]:
-    """Verify and convert one schema-1 folder: ``(old config, new resolved config)``; raises ``ValueError``
+def plan_folder(d: Path, data_root: str | None = None) -> tuple[dict, ResolvedRun]:
+    """Verify and convert one schema-1 folder: ``(old config, new resolved run)``; raises ``ValueError``
     naming the problem."""
     rd = RunDir(d)
     old = rd.read_config()
@@ -184,11 +185,11 @@ def plan_folder(d: Path, data_root: str | None = None) -> tuple[dict, RunConfig]
         if isinstance(converted.get("teacher"), dict):
             converted["teacher"]["data_root"] = data_root
     try:
-        new = RunConfig.from_dict(converted).resolved()
+        new = resolve(RunConfig.from_dict(converted))
     except ConfigError as err:
         raise ValueError(f"the converted config does not resolve: {err}") from None
-    if semantics_v1(old) != semantics_v2(new):
-        a, b = semantics_v1(old), semantics_v2(new)
+    if semantics_v1(old) != semantics_v2(new.config):
+        a, b = semantics_v1(old), semantics_v2(new.config)
         diff = sorted(k for k in a if a[k] != b.get(k))
         raise ValueError(f"the conversion changes what the run computes (in {diff}); left alone")
     recomputed = v1_run_id(old)
@@ -216,7 +217,7 @@ def migrate_store(results: str | os.PathLike, dry_run: bool = False, data_root: 
             continue
         if not _is_v1(data):
             try:
-                cfg = RunConfig.from_dict(data).resolved()
+                cfg = resolve(RunConfig.from_dict(data))
                 state = "current" if cfg.run_id == d.name else "skipped"
                 out.append(Migration(d.name, cfg.run_id, state,
                                      "" if state == "current" else "schema-2 config whose id is not the folder's"))
@@ -250,7 +251,7 @@ def migrate_store(results: str | os.PathLike, dry_run: bool = False, data_root: 
     return out
 
 
-def _move(d: Path, target: Path, new: RunConfig, store, old_id: str) -> None:
+def _move(d: Path, target: Path, new: ResolvedRun, store, old_id: str) -> None:
     """Log, rename, rewrite the summary, then the config: each step atomic, and the folder reads as schema 1
     until the last one, so a re-run after a crash anywhere finishes the job."""
     log_path = store.runs_dir / "migrations.jsonl"
@@ -272,7 +273,7 @@ def _move(d: Path, target: Path, new: RunConfig, store, old_id: str) -> None:
     if summary and summary.get("run_id") != target.name:
         summary["run_id"] = target.name
         rd.write_summary(summary)
-    stored = new.model_copy(update={"data_root": None, "teacher": _without_root(new.teacher)})
+    stored = new.config.model_copy(update={"data_root": None, "teacher": _without_root(new.config.teacher)})
     rd.write_config(stored.to_dict())
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .config import ConfigError, RunConfig
+from .resolution import ResolvedRun, resolve
 from .rundir import RunDir, RunFileError, read_json
 
 #: seconds between two renewals of a held lock
@@ -223,15 +224,15 @@ class RunStore:
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
-    def run_dir(self, run: RunConfig | str) -> Path:
-        """The folder of a run given by its config or its run id."""
+    def run_dir(self, run: ResolvedRun | RunConfig | str) -> Path:
+        """The folder of a run given by its resolved run, its config or its run id."""
         return self.runs_dir / (run if isinstance(run, str) else run.run_id)
 
-    def lock_path(self, run: RunConfig | str) -> Path:
-        """``<runs>/<run id>.lock`` of a run given by its config or its run id."""
+    def lock_path(self, run: ResolvedRun | RunConfig | str) -> Path:
+        """``<runs>/<run id>.lock`` of a run given by its resolved run, its config or its run id."""
         return self.runs_dir / f"{run if isinstance(run, str) else run.run_id}.lock"
 
-    def owner(self, run: RunConfig | str) -> tuple[str, int] | None:
+    def owner(self, run: ResolvedRun | RunConfig | str) -> tuple[str, int] | None:
         """``(host, pid)`` of the live holder of a run's lock (config or run id), None when it is free or stale
         under this store's ``stale_after``; every caller asks here, so ``KDREPRO_LOCK_STALE`` holds everywhere."""
         return lock_owner(self.lock_path(run), self.stale_after)
@@ -273,7 +274,7 @@ class RunStore:
         return None
 
     @contextlib.contextmanager
-    def _locked(self, cfg: RunConfig, wait: float = 0.0, log: Callable[[str], None] | None = None):
+    def _locked(self, cfg: ResolvedRun, wait: float = 0.0, log: Callable[[str], None] | None = None):
         """Hold ``<run id>.lock``; wait up to ``wait`` seconds for a live holder, then :class:`RunLockedError`."""
         lock = self.lock_path(cfg)
         if math.isnan(wait) or wait < 0:
@@ -323,9 +324,9 @@ class RunStore:
         return check
 
     # ------------------------------------------------------------------ reading
-    def status(self, run: RunConfig | str | Path) -> str:
-        """``new``, ``partial`` or ``finished`` of a run given by its config, its run id or its folder."""
-        d = self.run_dir(run) if isinstance(run, (RunConfig, str)) else Path(run)
+    def status(self, run: ResolvedRun | RunConfig | str | Path) -> str:
+        """``new``, ``partial`` or ``finished`` of a run given by its resolved run, config, run id or folder."""
+        d = self.run_dir(run) if isinstance(run, (ResolvedRun, RunConfig, str)) else Path(run)
         return RunDir(d).status()
 
     def resolve(self, run: str | Path) -> Path:
@@ -366,40 +367,43 @@ class RunStore:
         except (RunFileError, ConfigError):
             return d.name
 
-    def load(self, run: str | Path, resolved: RunConfig | None = None) -> RunResult:
-        """A stored run by id, id prefix or path. ``resolved``: the run's config as this process already
-        resolved it (its teacher is then not resolved again to check it)."""
+    def load(self, run: str | Path, resolved: ResolvedRun | None = None) -> RunResult:
+        """A stored run by id, id prefix or path. ``resolved``: the run as this process already resolved it;
+        a stored config that computes the same run is then not resolved again to check the folder."""
         d = self.resolve(run)
         rd = RunDir(d)
-        cfg = self._checked_config(rd)
+        cfg = self._checked_config(rd, resolved)
         summary = rd.read_summary()
-        changed = self._teacher_changed(resolved if resolved is not None else cfg, summary)
+        changed = self._teacher_changed(resolved if resolved is not None else resolve(cfg), summary)
         if changed:
             summary = {**summary, "flags": [*summary.get("flags", []), "teacher_changed"]}
         return RunResult(cfg, d, summary)
 
     @staticmethod
-    def _checked_config(rd: RunDir) -> RunConfig:
+    def _checked_config(rd: RunDir, resolved: ResolvedRun | None = None) -> RunConfig:
         """The config of a run folder, after checking that the folder is what it says
-        (:meth:`~kdrepro.rundir.RunDir.check`); else :class:`RunFileError` naming the file and the mismatch."""
+        (:meth:`~kdrepro.rundir.RunDir.check`); else :class:`RunFileError` naming the file and the mismatch.
+        A stored config that computes ``resolved`` (:meth:`ResolvedRun.computes_the_same`) has its id."""
         try:
-            cfg = RunConfig.from_dict(rd.read_config(), where=str(rd.config))
-            run_id = cfg.run_id
+            stored = rd.read_config()
+            cfg = RunConfig.from_dict(stored, where=str(rd.config))
+            same = resolved is not None and isinstance(stored, dict) and resolved.computes_the_same(stored)
+            run_id = resolved.run_id if same else cfg.run_id
         except ConfigError as err:
             raise RunFileError(rd.config, f"{err}") from None
         rd.check(run_id, cfg.epochs)
         return cfg
 
-    def _teacher_changed(self, cfg: RunConfig, summary: dict) -> bool:
+    def _teacher_changed(self, run: ResolvedRun, summary: dict) -> bool:
         """Whether a finished student was taught by other weights than its teacher run in this store now
         holds: both summaries record the hashes (``teacher_weights_hash``, ``weights_hash``) and they differ.
         That happens when a teacher run is trained again (its weights were lost, or the store was merged
         from another machine, where the same config gives other bits). Runs stored before summaries kept
         the hashes are not judged."""
         taught = summary.get("teacher_weights_hash")
-        if not taught or not cfg.has_teacher_run:
+        if not taught or not run.has_teacher_run:
             return False
-        path = self.runs_dir / cfg.teacher_config().run_id / "summary.json"
+        path = self.runs_dir / run.teacher.run_id / "summary.json"
         try:
             teacher = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -450,12 +454,12 @@ class RunStore:
         return rows
 
     # ------------------------------------------------------------------ running
-    def run(self, cfg: RunConfig, train: bool = True, log=None, wait: float | None = WAIT,
+    def run(self, cfg: ResolvedRun | RunConfig, train: bool = True, log=None, wait: float | None = WAIT,
             callbacks: list | None = None) -> RunResult:
         """The finished result of ``cfg``: stored if finished, else resumed or trained (``train=True``). A run
         (or teacher) that another process is training is waited for up to ``wait`` seconds. ``callbacks``
         (:mod:`kdrepro.callbacks`) follow this run's training (not its teacher's)."""
-        cfg = cfg.resolved()  # validates before anything is written
+        cfg = resolve(cfg)  # validates before anything is written
         d = self.run_dir(cfg)
         if self.status(d) == "finished":
             return self.load(d, cfg)
@@ -467,7 +471,7 @@ class RunStore:
                 return self.load(d, cfg)
             return self._train(cfg, d, teacher, log, beat, callbacks)
 
-    def _train(self, cfg: RunConfig, d: Path, teacher, log, beat: _Heartbeat, callbacks=None) -> RunResult:
+    def _train(self, cfg: ResolvedRun, d: Path, teacher, log, beat: _Heartbeat, callbacks=None) -> RunResult:
         from .engine import Trainer
 
         fresh = not d.exists()
@@ -490,17 +494,17 @@ class RunStore:
             raise
         return self.load(d, cfg)
 
-    def _teacher_spec(self, cfg: RunConfig, log, wait):
+    def _teacher_spec(self, cfg: ResolvedRun, log, wait):
         """What the trainer builds the teacher from: a published checkpoint, or the teacher run's weights
         (trained first, or waited for, when not in the store). Loads no data."""
         from .engine import TeacherSpec
 
         if not cfg.needs_teacher:
             return None
-        t = cfg.teacher or {}
-        if cfg.teacher_weights is not None:
-            return TeacherSpec(t["model"], cfg.teacher_weights, dict(t.get("model_options", {})))
-        tcfg = cfg.teacher_config()
+        if cfg.checkpoint is not None:
+            ck = cfg.checkpoint
+            return TeacherSpec(ck.model, ck.path, dict(ck.model_options))
+        tcfg = cfg.teacher
         result = self.run(tcfg, log=log, wait=wait)
         if result.summary.get("diverged"):
             from .engine import TrainingDiverged
@@ -518,7 +522,7 @@ class RunStore:
         return TeacherSpec(tcfg.model, str(weights), dict(tcfg.model_options))
 
 
-def run(cfg: RunConfig, root: str | os.PathLike | None = None, **kwargs) -> RunResult:
+def run(cfg: ResolvedRun | RunConfig, root: str | os.PathLike | None = None, **kwargs) -> RunResult:
     return RunStore(root).run(cfg, **kwargs)
 
 

@@ -18,6 +18,12 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ValidationError
 
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value. The message is one line naming the key."""
+
+
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
 

@@ -9,6 +9,7 @@ import pytest
 
 from kdrepro.cli import main
 from kdrepro.config import ConfigError, RunConfig, parse_overrides
+from kdrepro.resolution import resolve
 
 
 def test_slkd_recipe_is_the_authors_train_slkd():
@@ -22,7 +23,7 @@ def test_slkd_recipe_is_the_authors_train_slkd():
         (3.0, 1.0, 0.1, 0.05)
     assert losses["mse"]["target"] == "teacher"  # criterionLogits(output_s, output_t.detach())
     assert cfg.curriculum["score"] == "max_logit" and cfg.curriculum["order"] == "easy_first"
-    assert [p.end for p in cfg.schedule()] == [40, 70, 110, 150, 200, 300]
+    assert [p.end for p in resolve(cfg).schedule] == [40, 70, 110, 150, 200, 300]
 
 
 def test_crd_recipe_is_repdistillers():
@@ -36,7 +37,7 @@ def test_overrides_win_and_milestones_scale_with_the_budget():
     cfg = RunConfig(method="slkd", teacher={"model": "resnet14"}, epochs=30, lr=0.05).resolved()
     assert cfg.lr == 0.05
     assert cfg.milestones == (26, 29)  # round(260/10), round(290/10)
-    assert [p.end for p in cfg.schedule()] == [4, 7, 11, 15, 20, 30]
+    assert [p.end for p in resolve(cfg).schedule] == [4, 7, 11, 15, 20, 30]
     assert RunConfig(method="ce", epochs=30, milestones=[5]).resolved().milestones == (5,)
 
 

@@ -54,7 +54,7 @@ def _smoke_subset(results) -> tuple[Experiment, list]:
     exp = Experiment("smoke", results_dir=results)
     pair = exp.profile.pairs[0]
     students = [exp.student_config("digits", pair, m, s) for m, s in (("kd", 0), ("kd", 1), ("slkd", 0))]
-    return exp, [students[0].teacher_config(), *students]
+    return exp, [students[0].teacher, *students]
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +299,7 @@ def test_slurm_submits_job_arrays_with_afterok_dependencies_and_reports_their_st
     kd0, kd1, slkd = (exp.student_config("digits", pair, m, s) for m, s in (("kd", 0), ("kd", 1), ("slkd", 0)))
     fitnet = exp.student_config("digits", pair, "kd", 0, losses={"fitnet": {"weight": 100.0}, "kd": {"weight": 0.0}})
     vanilla = exp.student_config("digits", pair, "ce", 0)
-    teacher = kd0.teacher_config()
+    teacher = kd0.teacher
     configs = [teacher, vanilla, kd0, kd1, slkd, fitnet]
     options = SlurmOptions("gpu", gpus_per_job=1, cpus_per_job=2, time_min=30, extra={"account": "proj"})
     logs, jobs_dir = tmp_path / "smoke" / "logs", tmp_path / "smoke" / "jobs"
@@ -379,7 +379,7 @@ def test_dry_run_of_the_paper_profile_lists_every_run_with_its_dependencies(tmp_
     for cfg in configs:
         after = rows[cfg.run_id].split("  [")[0]
         if cfg.has_teacher_run:
-            assert cfg.teacher_config().run_id in after  # every student waits for its teacher
+            assert cfg.teacher.run_id in after  # every student waits for its teacher
         else:
             assert after == "-"
     assert "Slurm partition gpu: per run one job of 1 GPU, 4 CPUs, 240 min" in out

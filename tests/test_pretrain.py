@@ -89,11 +89,11 @@ def test_all_configs_lists_every_planned_run_once_with_teachers_first(tmp_path):
     ids = [c.run_id for c in configs]
     assert len(ids) == len(set(ids))
     planned = {p.config.run_id for study in experiments.STUDIES for p in exp.plan(study)}
-    teachers = {c.teacher_config().run_id for c in configs if c.teacher is not None}
+    teachers = {c.teacher.run_id for c in configs if c.teacher is not None}
     assert set(ids) == planned | teachers
     for i, c in enumerate(configs):
         if c.teacher is not None and c.method != "ce":
-            assert ids.index(c.teacher_config().run_id) < i
+            assert ids.index(c.teacher.run_id) < i
 
 
 # ----------------------------------------------------------------------------------------------- planning
@@ -106,7 +106,7 @@ def test_plan_jobs_waits_for_the_teacher_and_for_one_cache_builder(tmp_path):
     fitnet = exp.student_config(ds, pair, "kd", 0, losses={"fitnet": {"weight": 100.0}, "kd": {"weight": 0.0}})
     live = exp.student_config(ds, pair, "kd", 2, teacher_cache=False)
     vanilla = exp.student_config(ds, pair, "ce", 0, epochs=20)
-    teacher = kd[0].teacher_config()
+    teacher = kd[0].teacher
     jobs = plan_jobs([teacher, *kd, fitnet, live, vanilla], exp.store)
     by_id = {j.cfg.run_id: j for j in jobs}
     assert by_id[teacher.run_id].needs == set() and by_id[vanilla.run_id].needs == set()
@@ -127,7 +127,7 @@ def test_plan_jobs_starts_equal_length_runs_seed_by_seed(tmp_path):
     pair, ds = exp.profile.pairs[0], exp.profile.datasets[0]
     kd = [exp.student_config(ds, pair, "kd", s) for s in range(5)]
     slkd = [exp.student_config(ds, pair, "slkd", s) for s in range(5)]
-    teacher = kd[0].teacher_config()
+    teacher = kd[0].teacher
     order = [j.cfg for j in plan_jobs([teacher, *kd, *slkd], exp.store)]
     assert order[0].run_id == teacher.run_id and order[1].run_id == kd[0].run_id  # teacher, cache builder
     expected = [(c.method, c.seed) for c in (kd[0], slkd[0], kd[1], slkd[1], kd[2], slkd[2], kd[3], slkd[3],
@@ -142,7 +142,7 @@ def test_a_cache_group_whose_file_exists_waits_for_no_builder(tmp_path):
     pair, ds = exp.profile.pairs[0], exp.profile.datasets[0]
     kd = [exp.student_config(ds, pair, "kd", s) for s in (0, 1)]
     slkd = exp.student_config(ds, pair, "slkd", 0)
-    teacher = kd[0].teacher_config()
+    teacher = kd[0].teacher
     other_data = exp.student_config(ds, pair, "kd", 0, hflip=not kd[0].hflip)  # other views: another file
     assert cache_group(other_data) != cache_group(kd[0]) and cache_group(slkd) == cache_group(kd[0])
 
@@ -174,7 +174,7 @@ def test_a_cache_builder_gets_the_idle_workers_cores_only_while_all_other_runs_w
     kd = [exp.student_config(ds, pair, "kd", s, num_threads=1) for s in (0, 1)]
     slkd = exp.student_config(ds, pair, "slkd", 0, num_threads=1)
     vanilla = exp.student_config(ds, pair, "ce", 0, num_threads=1)
-    teacher = kd[0].teacher_config()
+    teacher = kd[0].teacher
     exp.store.run(teacher, log=lambda m: None)  # in the store: nobody waits for the teacher
     jobs = {j.run_id: j for j in plan_jobs([*kd, slkd, vanilla], exp.store)}
     builder, others = jobs[kd[0].run_id], [jobs[kd[1].run_id], jobs[slkd.run_id]]
@@ -190,7 +190,7 @@ def test_a_cache_builder_gets_the_idle_workers_cores_only_while_all_other_runs_w
     assert cache_build_threads(two, [], busy=0, workers=3) == 6  # each worker's share is num_threads cores
     unpinned = plan_jobs([exp.student_config(ds, pair, "kd", 0, num_threads=None)], exp.store)[0]
     assert unpinned.cfg.num_threads is None and cache_build_threads(unpinned, [], busy=0, workers=2) is None
-    assert kd[0].with_overrides(cache_threads=2).run_id == kd[0].run_id  # runtime only
+    assert kd[0].config.with_overrides(cache_threads=2).run_id == kd[0].run_id  # runtime only
 
 
 def test_cache_threads_apply_to_the_cache_build_only(tmp_path, monkeypatch):
@@ -287,7 +287,7 @@ def test_local_executor_with_two_workers_equals_training_one_run_at_a_time(tmp_p
     pair = exp.profile.pairs[0]
     configs = [exp.student_config("digits", pair, m, s) for m, s in
                (("kd", 0), ("kd", 1), ("slkd", 0), ("ce", 0))]
-    configs.insert(0, configs[0].teacher_config())
+    configs.insert(0, configs[0].teacher)
     lines = []
     trained = train_locally(configs, tmp_path / "parallel", jobs=2, logs_dir=tmp_path / "logs", log=lines.append)
     assert sorted(trained) == sorted(c.run_id for c in configs)

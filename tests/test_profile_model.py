@@ -38,15 +38,15 @@ def test_an_ablation_variant_carries_a_linear_pacings_options(tmp_path):
     planned = {p.labels["variant"]: p.config for p in exp.plan("ablations") if p.labels.get("axis") == "pacing"}
     assert set(planned) == {"linear", "linear(num_phases=3, start_fraction=0.5)"}
     cfg = planned["linear(num_phases=3, start_fraction=0.5)"]
-    assert cfg.curriculum["pacing"] == "linear"
-    assert cfg.curriculum["pacing_options"]["start_fraction"] == 0.5
-    assert cfg.curriculum["pacing_options"]["num_phases"] == 3
+    assert cfg.curriculum.pacing == "linear"
+    assert cfg.pacing_options.start_fraction == 0.5 and cfg.curriculum.pacing_options["start_fraction"] == 0.5
+    assert cfg.pacing_options.num_phases == 3
     # the variant is the run the command line makes of the same keys, and another run than plain linear
     by_hand = _cli_config(exp, "curriculum.pacing=linear", "curriculum.pacing_options.start_fraction=0.5",
                           "curriculum.pacing_options.num_phases=3")
     assert cfg.run_id == by_hand.run_id != planned["linear"].run_id
     # three curriculum phases after the warm-up, the first on half of each class
-    assert len(cfg.schedule()) == 1 + 3 and cfg.schedule()[1].fraction == pytest.approx(0.5)
+    assert len(cfg.schedule) == 1 + 3 and cfg.schedule[1].fraction == pytest.approx(0.5)
 
 
 def test_a_base_curriculum_reaches_the_slkd_runs_only(tmp_path):
@@ -56,8 +56,8 @@ def test_a_base_curriculum_reaches_the_slkd_runs_only(tmp_path):
     for study in ("baselines", "main", "budgets"):
         for p in exp.plan(study):
             if p.config.method == "slkd":
-                assert p.config.curriculum["pacing"] == "linear"
-                assert p.config.curriculum["pacing_options"]["start_fraction"] == 0.5
+                assert p.config.curriculum.pacing == "linear"
+                assert p.config.pacing_options.start_fraction == 0.5
             else:
                 assert p.config.curriculum is None
 

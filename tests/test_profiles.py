@@ -11,6 +11,7 @@ import yaml
 import kdrepro  # noqa: F401  (the torchvision guard, before anything imports torchvision)
 from kdrepro import experiments, reproduce
 from kdrepro.config import RunConfig
+from kdrepro.resolution import ResolvedRun
 from kdrepro.experiments import Experiment, ProfileError
 
 BUNDLED = ("cpu", "cpu300", "demo", "paper", "smoke")
@@ -30,7 +31,7 @@ def test_every_profile_expands_into_valid_run_configs(name):
         planned = exp.plan(study)
         assert planned or (study == "matched" and not profile.matched_steps), f"{name}/{study} plans no runs"
         for p in planned:
-            assert isinstance(p.config, RunConfig)
+            assert isinstance(p.config, ResolvedRun)
             again = RunConfig.from_dict(p.config.to_dict()).resolved()  # must not raise
             assert again.run_id == p.config.run_id
             assert p.config.dataset in profile.datasets
@@ -51,8 +52,8 @@ def test_students_distil_from_the_teacher_run_of_the_tables(name):
     for study in ("kd_baselines", "main", "ablations", "budgets", "matched"):
         for p in exp.plan(study):
             if p.config.method != "ce":
-                assert p.config.teacher_config().run_id == teachers[p.labels["dataset"], p.labels["teacher"]]
-                assert p.config.teacher_config().seed == 0
+                assert p.config.teacher.run_id == teachers[p.labels["dataset"], p.labels["teacher"]]
+                assert p.config.teacher.seed == 0
 
 
 def test_plans_cover_seeds_pairs_and_ablation_defaults():
@@ -66,10 +67,10 @@ def test_plans_cover_seeds_pairs_and_ablation_defaults():
         defaults = {p.labels["variant"] for p in ablations if p.labels["axis"] == axis and p.labels["default"]}
         assert len(defaults) == 1, axis  # exactly one variant of each axis is the authors' setting
     off = [p.config for p in ablations if p.labels["axis"] == "mse" and p.labels["variant"] == "off"]
-    assert off and all(c.losses["mse"]["weight"] == 0.0 and "mse" not in c.active_terms() for c in off)
+    assert off and all(c.losses["mse"]["weight"] == 0.0 and "mse" not in c.terms for c in off)
     budgets = exp.plan("budgets")
     assert sorted({p.config.epochs for p in budgets}) == [100, 200, 300]
-    assert {p.config.teacher_config().epochs for p in budgets} == {300}  # the budget is the student's only
+    assert {p.config.teacher.epochs for p in budgets} == {300}  # the budget is the student's only
 
 
 def test_smoke_profile_is_deterministic_for_nbval():

@@ -46,11 +46,11 @@ def test_every_run_the_stored_notebooks_read_is_committed_and_finished():
         summary = json.loads((d / "summary.json").read_text())
         assert summary["finished"] and summary["epochs"] == cfg.epochs == len(
             (d / "metrics.jsonl").read_text().splitlines()), cfg.run_id
-        if cfg.curriculum is not None and any(phase.curriculum for phase in cfg.schedule()):
+        if cfg.curriculum is not None and any(phase.curriculum for phase in cfg.schedule):
             assert list((d / "curriculum").glob("phase*.pt")), f"{cfg.run_id}: curriculum records not committed"
     assert not missing, f"smoke runs not committed (git add -f their config, summary, metrics): {missing}"
     # notebook 06 reads the teacher's scores beside its run: committed too
-    teachers = {c.teacher_config().run_id for c in configs if c.has_teacher_run}
+    teachers = {c.teacher.run_id for c in configs if c.has_teacher_run}
     assert teachers
     for teacher_id in teachers:
         scores = f"results/runs/{teacher_id}/scores/max_logit.pt"

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import RunConfig
+from ..resolution import ResolvedRun, resolve
 from ..runs import RunStore
 from .base import DEFAULT_REQUEUES, EXECUTORS, Executor, ExecutorError, RunsFailedError, Submission
 from .job import TrainRun, require_submitit, train_run_for
@@ -90,7 +91,7 @@ def make_executor(name: str, jobs: int = 0, slurm: SlurmOptions | None = None) -
     raise ExecutorError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
 
 
-def launch(configs: list[RunConfig], results: str | Path, executor: Executor, logs_dir: str | Path | None = None,
+def launch(configs: list[ResolvedRun | RunConfig], results: str | Path, executor: Executor, logs_dir: str | Path | None = None,
            jobs_dir: str | Path | None = None, log: Callable[[str], None] = print) -> list[str]:
     """Plan the unfinished runs of ``configs`` (:func:`plan_jobs`) and hand them to ``executor``: the run ids
     trained (a blocking executor) or submitted."""
@@ -102,13 +103,13 @@ def launch(configs: list[RunConfig], results: str | Path, executor: Executor, lo
     return executor.execute(plan, sub)
 
 
-def describe_plan(configs: list[RunConfig], store: RunStore, executor: Executor | None,
+def describe_plan(configs: list[ResolvedRun | RunConfig], store: RunStore, executor: Executor | None,
                   jobs_dir: str | Path | None) -> list[str]:
     """``--dry-run``: every run with its state and the runs it waits for, then what would be submitted and
     with which resources."""
+    configs = [resolve(c) for c in configs]
     plan = plan_jobs(configs, store)
-    ids = {id(j.cfg): j.run_id for j in plan}
-    states = run_states(configs, store, jobs_dir, [ids.get(id(c)) or c.run_id for c in configs])
+    states = run_states(configs, store, jobs_dir)
     needs = {j.run_id: j.needs for j in plan}
     lines = []
     if executor is not None:

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from ..config import RunConfig
+from ..resolution import ResolvedRun, resolve
 from ..plugins import named_plugins, use_plugins
 from ..runs import WAIT, RunStore, summary_line
 from .base import ExecutorError
@@ -40,7 +41,7 @@ class TrainRun:
 
     def __call__(self) -> dict:
         use_plugins(getattr(self, "plugins", []))
-        cfg = RunConfig.from_dict(self.config).resolved()
+        cfg = resolve(RunConfig.from_dict(self.config))
         job = os.environ.get("SLURM_ARRAY_JOB_ID") and (f"{os.environ['SLURM_ARRAY_JOB_ID']}_"
                                                          f"{os.environ.get('SLURM_ARRAY_TASK_ID', '')}")
         job = job or os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or "?"
@@ -105,9 +106,10 @@ def require_submitit(what: str):
     return submitit
 
 
-def train_run_for(cfg: RunConfig, results: Path, log_file: Path) -> TrainRun:
-    """The job of one run, with the paths made absolute (a job may start in another folder)."""
-    data = cfg.to_dict()
+def train_run_for(cfg: ResolvedRun, results: Path, log_file: Path, runtime: dict | None = None) -> TrainRun:
+    """The job of one run, with the paths made absolute (a job may start in another folder); ``runtime``:
+    runtime fields set on top of the run's config."""
+    data = {**cfg.to_dict(), **(runtime or {})}
     if data.get("data_root"):
         data["data_root"] = str(Path(data["data_root"]).absolute())
     return TrainRun(data, str(Path(results).absolute()), str(Path(log_file).absolute()), plugins=named_plugins())

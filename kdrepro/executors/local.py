@@ -52,7 +52,7 @@ class _ProcessWorker(_Worker):
 
     def __init__(self, job: PlannedRun, tmp: Path, results: Path):
         cfg_file = tmp / f"{job.run_id}.json"
-        cfg_file.write_text(json.dumps(job.cfg.to_dict()))
+        cfg_file.write_text(json.dumps(job.config_dict()))
         with open(job.log, "a") as fh:
             self.proc = subprocess.Popen([sys.executable, "-m", "kdrepro", "train", "--config", str(cfg_file),
                                           "--results", str(results)], stdout=fh, stderr=subprocess.STDOUT)
@@ -73,7 +73,7 @@ class _SubmititWorker(_Worker):
     """A :class:`TrainRun` job of submitit's ``LocalExecutor`` (a controller process and the job's process)."""
 
     def __init__(self, executor, job: PlannedRun, results: Path):
-        self.job = executor.submit(train_run_for(job.cfg, results, job.log))
+        self.job = executor.submit(train_run_for(job.cfg, results, job.log, job.runtime))
         self.job_id = str(self.job.job_id)
         self.stdout, self.stderr = str(self.job.paths.stdout), str(self.job.paths.stderr)
         self.result = str(self.job.paths.result_pickle)
@@ -205,7 +205,7 @@ class LocalExecutor(Executor):
                         waiting.remove(job)
                         threads = cache_build_threads(job, waiting, len(running) + elsewhere, self.jobs)
                         if threads:
-                            job.cfg = job.cfg.with_overrides(cache_threads=threads)
+                            job.runtime["cache_threads"] = threads
                             log(f"  {job.run_id} builds the teacher-logit cache with {threads} threads "
                                 "(every other run waits for it)")
                         running.append(self._start(job, Path(tmp), results, logs, executor))

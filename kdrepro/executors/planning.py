@@ -7,21 +7,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cache import cache_group, cache_ready, group_marker
-from ..config import AUGMENT_FIELDS, OPTIM_FIELDS, RunConfig
+from ..config import RunConfig
+from ..resolution import AUGMENT_FIELDS, OPTIM_FIELDS, ResolvedRun, resolve
 from ..runs import RunStore
 
 
-def uses_logit_cache(cfg: RunConfig) -> bool:
-    """Whether a run reads the cache of a teacher run of the store (:attr:`RunConfig.reads_logit_cache`)."""
+def uses_logit_cache(cfg: ResolvedRun) -> bool:
+    """Whether a run reads the cache of a teacher run of the store (:attr:`ResolvedRun.reads_logit_cache`)."""
     return cfg.has_teacher_run and cfg.reads_logit_cache
 
 
 @dataclass(eq=False)
 class PlannedRun:
-    """One unfinished run of a plan: its config, the run ids it waits for, whether it builds a logit cache;
+    """One unfinished run of a plan: its resolved run, the run ids it waits for, whether it builds a logit cache;
     and, while a local executor runs it, its worker."""
 
-    cfg: RunConfig
+    cfg: ResolvedRun
     needs: set[str] = field(default_factory=set)
     builds_cache: bool = False
     #: the local executor's worker (:class:`kdrepro.executors.local._Worker`) once started
@@ -30,17 +31,22 @@ class PlannedRun:
     log: Path | None = None
     #: its job record (:class:`kdrepro.executors.records.JobRecord`) once written
     record: object | None = None
-    #: ``cfg.run_id``, computed once: a run id resolves the config, and a feature-loss run's check builds its
-    #: teacher's network (tens of milliseconds), which the scheduler would otherwise pay at every poll
+    #: ``cfg.run_id``
     run_id: str = ""
     #: the run that builds the logit cache this run reads, while the file is not there yet; and the marker
     #: file (:func:`kdrepro.cache.group_marker`) whose appearance lets this run start before that run ends
     cache_builder: str | None = None
     cache_marker: Path | None = None
+    #: runtime fields (:data:`kdrepro.resolution.RUNTIME_FIELDS`) its worker sets on top of the run's config
+    runtime: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.run_id:
             self.run_id = self.cfg.run_id
+
+    def config_dict(self) -> dict:
+        """The run's config for its worker (``config.json`` form), with :attr:`runtime` on top."""
+        return {**self.cfg.to_dict(), **self.runtime}
 
     @property
     def cost(self) -> float:
@@ -49,7 +55,7 @@ class PlannedRun:
         return self.cfg.epochs * (2.0 if live_teacher else 1.0)
 
 
-def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
+def plan_jobs(configs: list[ResolvedRun | RunConfig], store: RunStore) -> list[PlannedRun]:
     """The unfinished runs of ``configs`` with the run ids each must wait for, in start order: teachers and
     the runs that build a logit cache first (a cache group whose file exists already has no builder; the
     local executor also starts a group's runs as soon as its builder has written the file,
@@ -58,7 +64,7 @@ def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
     a training stopped part way leaves whole paired comparisons, KD and SLKD of seed 0, rather than every
     seed of KD and no SLKD)."""
     pending = {}
-    for c in configs:
+    for c in map(resolve, configs):
         run_id = c.run_id
         if store.status(run_id) != "finished":
             pending[run_id] = c
@@ -67,7 +73,7 @@ def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
     for run_id, cfg in pending.items():
         needs, builds = set(), False
         if cfg.has_teacher_run:
-            teacher_id = cfg.teacher_config().run_id
+            teacher_id = cfg.teacher.run_id
             if teacher_id in pending:
                 needs.add(teacher_id)
         builder, marker = None, None
@@ -83,7 +89,7 @@ def plan_jobs(configs: list[RunConfig], store: RunStore) -> list[PlannedRun]:
                 builders[group], builds = run_id, True
         jobs.append(PlannedRun(cfg, needs, builds_cache=builds, run_id=run_id, cache_builder=builder,
                                cache_marker=marker))
-    teachers = {j.cfg.teacher_config().run_id for j in jobs if j.cfg.has_teacher_run}
+    teachers = {j.cfg.teacher.run_id for j in jobs if j.cfg.has_teacher_run}
     return sorted(jobs, key=lambda j: (j.run_id not in teachers, not j.builds_cache, -j.cost, j.cfg.seed))
 
 
@@ -139,20 +145,19 @@ def submission_groups(plan: list[PlannedRun]) -> list[list[PlannedRun]]:
     return [groups[k] for k in sorted(groups, key=lambda k: k[0])]
 
 
-
-def _describe_run(cfg: RunConfig) -> str:
-    terms = "+".join(cfg.active_terms())
+def _describe_run(cfg: ResolvedRun) -> str:
+    terms = "+".join(cfg.terms)
     cur = cfg.curriculum
-    curriculum = (f", curriculum {cur['score']}/{cur['order']}/{cur['pacing']}" if cur else "")
+    curriculum = (f", curriculum {cur.score}/{cur.order}/{cur.pacing}" if cur else "")
     return f"{cfg.model}, {cfg.epochs} epochs, losses {terms}{curriculum}"
 
 
-def _recipe_value(cfg: RunConfig, key: str) -> str:
+def _recipe_value(cfg: ResolvedRun, key: str) -> str:
     value = getattr(cfg, key)
     return ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
 
 
-def teacher_recipe_line(student: RunConfig, teacher: RunConfig, given: dict) -> str:
+def teacher_recipe_line(student: ResolvedRun, teacher: ResolvedRun, given: dict) -> str:
     """The teacher's recipe where it is not simply the student's own choice: the recipe keys the student's
     config or ``--set`` gave and the teacher inherited (the teacher rule: a teacher takes the student's
     *given* recipe and augmentation keys unless ``teacher.<key>`` sets its own; a profile's ``base`` is
@@ -174,11 +179,12 @@ def teacher_recipe_line(student: RunConfig, teacher: RunConfig, given: dict) -> 
     return "     teacher recipe: " + ("; ".join(parts) if parts else "the same as the student's")
 
 
-def plan_lines(store: RunStore, cfg: RunConfig, given: dict) -> list[str]:
+def plan_lines(store: RunStore, cfg: ResolvedRun | RunConfig, given: dict) -> list[str]:
     """What ``train`` will do, teacher first: each run's id, what it trains and its state in the store."""
+    cfg = resolve(cfg)
     chain = [cfg]
     while chain[-1].has_teacher_run:
-        chain.append(chain[-1].teacher_config())
+        chain.append(chain[-1].teacher)
     lines = [f"plan ({store.runs_dir}):"]
     for i, (depth, c) in enumerate(reversed(list(enumerate(chain))), 1):
         status = store.status(c)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import RunConfig
+from ..resolution import ResolvedRun
 from ..rundir import RunFileError, read_json, write_json
 
 
@@ -50,7 +50,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _run_info(cfg: RunConfig) -> dict:
+def _run_info(cfg: ResolvedRun) -> dict:
     """What ``kdrepro runs`` shows of a run that has no folder yet."""
     return {"method": cfg.method, "dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed,
             "epochs": cfg.epochs, "label": cfg.label()}

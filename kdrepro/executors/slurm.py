@@ -93,8 +93,7 @@ class SlurmExecutor(Executor):
         submitit = require_submitit("--executor slurm")
         log, jobs_dir = sub.log, sub.jobs_dir or sub.logs.parent / "jobs"
         # runs already in the queue from an earlier call: not submitted again, waited for by their job ids
-        states = {s.run_id: s for s in run_states([j.cfg for j in plan], sub.store, jobs_dir,
-                                                  [j.run_id for j in plan])}
+        states = {s.run_id: s for s in run_states([j.cfg for j in plan], sub.store, jobs_dir)}
         active = {rid: s.record.job_id for rid, s in states.items() if _in_queue(s)}
         if any(s.record is not None for s in states.values()):
             log(f"slurm: of the {len(plan)} unfinished runs: {summarize_states(list(states.values()))}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..config import RunConfig
+from ..resolution import ResolvedRun
 from ..runs import RunStore, _pid_alive
 from .records import JobRecord, all_records, read_records
 
@@ -130,19 +130,17 @@ def job_state(rec: JobRecord | None, store_status: str, owner: tuple[str, int] |
 
 @dataclass
 class RunState:
-    cfg: RunConfig
+    cfg: ResolvedRun
     run_id: str
     state: str
     detail: str
     record: JobRecord | None
 
 
-def run_states(configs: list[RunConfig], store: RunStore, jobs_dir: str | Path | None,
-               run_ids: list[str] | None = None) -> list[RunState]:
-    """The state of every run of ``configs`` (:func:`job_state`), reading the records of ``jobs_dir``
-    (``run_ids``: the configs' run ids, when known)."""
+def run_states(configs: list[ResolvedRun], store: RunStore, jobs_dir: str | Path | None) -> list[RunState]:
+    """The state of every run of ``configs`` (:func:`job_state`), reading the records of ``jobs_dir``."""
     records = read_records(jobs_dir)
-    ids = run_ids or [c.run_id for c in configs]
+    ids = [c.run_id for c in configs]
     wanted = [records[r].job_id for r in ids if r in records and records[r].executor == "slurm"]
     slurm = slurm_states(j for j in wanted if j) if wanted else {}
     out = []
