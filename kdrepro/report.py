@@ -816,7 +816,7 @@ def _diverged_note(ax, pos: float, row, vertical: bool = False) -> None:
         ax.text(pos, 0.03, text, transform=mtransforms.blended_transform_factory(ax.transData, ax.transAxes),
                 rotation=90, ha="center", va="bottom", fontsize="x-small", color="red", zorder=6)
     else:
-        ax.text(0.02, pos + 0.3, text, transform=mtransforms.blended_transform_factory(ax.transAxes, ax.transData),
+        ax.text(0.02, pos + (0.3 if row["seeds"] else 0.0), text, transform=mtransforms.blended_transform_factory(ax.transAxes, ax.transData),
                 ha="left", va="center", fontsize="x-small", color="red", zorder=6)
 
 
@@ -877,7 +877,9 @@ def plot_methods(summary: pd.DataFrame, runs: pd.DataFrame | None = None, method
     """Last-epoch top-1 per method, one group per data set and pair: mean ± std over seeds (diamonds; a
     hollow circle where there is one seed, e.g. the teacher), and every seed's value (small points) when
     the tidy ``runs`` table is given. A method far below the others (:func:`outlier_methods`) gets a panel
-    of its own scale, with its value written beside it. The legend sits outside the panels."""
+    of its own scale, with its value written beside it. The legend sits outside the panels. Where one group
+    holds more methods than the palette has colours (so colours would repeat), each method is named on the
+    x axis instead, and the legend only explains the markers."""
     import matplotlib.pyplot as plt
 
     methods = list(methods or METHOD_NAMES)
@@ -886,15 +888,20 @@ def plot_methods(summary: pd.DataFrame, runs: pd.DataFrame | None = None, method
               [m for m in dict.fromkeys(summary["method"]) if m not in methods]
     outliers = [m for m in present if m in outlier_methods(summary)]
     main = [m for m in present if m not in outliers]
-    width = max(6.4, 1.7 * len(groups) + 4.5)
+    named = len(groups) == 1 and len([m for m in present if m not in METHOD_COLOURS.ROLES]) > len(METHOD_COLOURS.PALETTE)
+    width = max(6.4, 0.5 * len(main) + 2.5) if named else max(6.4, 1.7 * len(groups) + 4.5)
     if outliers:
-        fig, (ax, side) = plt.subplots(1, 2, figsize=(width + 1.8, 3.4),
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(width + 1.8, 3.8 if named else 3.4),
                                        gridspec_kw={"width_ratios": [max(3, len(main)), 1.4]})
     else:
-        fig, ax = plt.subplots(figsize=(width, 3.4))
+        fig, ax = plt.subplots(figsize=(width, 3.8 if named else 3.4))
     _method_markers(ax, summary, runs, main, groups)
+    if named:
+        _name_methods(ax, main, groups[0])
+        ax.plot([], [], "D", color="gray", label="mean ± std over seeds (small points: seeds)")
+        ax.plot([], [], "o", mfc="white", color="gray", label="one seed")
     handles = []
-    for method in present:
+    for method in [] if named else present:
         seeds = [int(n) for n in summary.loc[summary["method"] == method, "seeds"]]
         colour = METHOD_COLOURS.get(method)
         spread = _spread_label(seeds[0]) if len(set(seeds)) == 1 else f"mean ± std, {min(seeds)}–{max(seeds)} seeds"
@@ -904,17 +911,24 @@ def plot_methods(summary: pd.DataFrame, runs: pd.DataFrame | None = None, method
                                    label=f"{METHOD_NAMES.get(method, method)} ({spread}{own})"))
     _flagged_note(ax, runs)
     labels = [f"{d}\n{t} -> {s}" for d, t, s in groups]
-    ax.set_xticks(range(len(groups)), labels)
-    ax.set_xlim(-0.5, len(groups) - 0.5)
-    ax.set_xlabel("")
+    if not named:
+        ax.set_xticks(range(len(groups)), labels)
+        ax.set_xlim(-0.5, len(groups) - 0.5)
+        ax.set_xlabel("")
     ax.set_ylabel("test top-1 (%), last epoch")
     _span_at_least(ax)
     ax.grid(axis="y", alpha=0.3)
     if outliers:
         _method_markers(side, summary, runs, outliers, groups, write_values=True)
-        side.set_xticks(range(len(groups)), labels)
-        side.set_xlim(-0.5, len(groups) - 0.5 + 0.6)
-        side.set_xlabel("")
+        if named:
+            _name_methods(side, outliers, groups[0])
+            side.set_xlim(side.get_xlim()[0], side.get_xlim()[1] + 0.6)
+            side.set_xlabel("")
+            side.set_ylabel("")
+        else:
+            side.set_xticks(range(len(groups)), labels)
+            side.set_xlim(-0.5, len(groups) - 0.5 + 0.6)
+            side.set_xlabel("")
         side.set_title("own scale", fontsize="small")
         side.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -922,6 +936,15 @@ def plot_methods(summary: pd.DataFrame, runs: pd.DataFrame | None = None, method
                frameon=False)
     _incomplete(fig, summary, runs)
     return fig
+
+
+def _name_methods(ax, methods: Sequence[str], group: tuple) -> None:
+    """One group's methods named under their markers (:func:`_method_markers`' offsets), the group below."""
+    width = 0.7 / max(1, len(methods))
+    offsets = [(k - (len(methods) - 1) / 2) * width for k in range(len(methods))]
+    ax.set_xticks(offsets, [METHOD_NAMES.get(m, m) for m in methods], rotation=45, ha="right")
+    ax.set_xlim(offsets[0] - width, offsets[-1] + width)
+    ax.set_xlabel(f"{group[0]}, {group[1]} -> {group[2]}")
 
 
 def plot_ablations(summary: pd.DataFrame, runs: pd.DataFrame | None = None):

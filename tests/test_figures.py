@@ -94,6 +94,21 @@ def test_methods_far_below_the_others_get_their_own_scale_with_the_value_written
     assert report.outlier_methods(summary[summary["method"] != "at"]) == []
 
 
+def test_more_methods_than_colours_are_named_on_the_axis():
+    """Thirteen non-role methods (the palette has six colours): each method is named under its marker."""
+    names = ["fitnet", "at", "dkd", "crd", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst"]
+    runs = pd.DataFrame([{"dataset": "digits", "teacher": "wrn_16_2", "student": "resnet8", "method": m, "seed": s,
+                          "last_top1": 97.0 + s / 10, "best_top1": 97.0} for m in ["kd", *names] for s in range(3)])
+    summary = report.summarize(runs, ["dataset", "teacher", "student", "method"])
+    (ax,) = fig_axes = report.plot_methods(summary, runs).axes
+    assert len(fig_axes) == 1
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["KD", "FitNets", "AT", "DKD", "CRD", "SP", "CC", "VID",
+                                                            "RKD", "PKT", "AB", "FT", "FSP", "NST"]
+    few = report.plot_methods(report.summarize(runs[runs["method"].isin(["kd", "fitnet"])],
+                                               ["dataset", "teacher", "student", "method"]), runs).axes[0]
+    assert [t.get_text() for t in few.get_xticklabels()] == ["digits\nwrn_16_2 -> resnet8"]  # one tick per group
+
+
 def test_class_coloured_scatter_has_a_class_legend():
     class Anatomy:
         dataset = type("D", (), {"classes": ["cat", "dog", "ship"]})()
