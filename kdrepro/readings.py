@@ -39,6 +39,15 @@ METHODS = {"vanilla": "vanilla student", "kd": "KD", "slkd": "SLKD", "fitnet": "
            "dkd": "DKD", "crd": "CRD"}
 
 
+def _method(label: str) -> str:
+    """A method's name in a scope: :data:`METHODS`, else the registered loss term's display name (SP, PKT)."""
+    if label in METHODS:
+        return METHODS[label]
+    from .report import METHOD_NAMES
+
+    return METHOD_NAMES.get(label, label)
+
+
 def _seeds(seeds) -> str:
     seeds = list(seeds)
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
@@ -63,7 +72,7 @@ def scope(exp: Experiment, notebook: str) -> str:
         body = f"{data} One teacher per pair (seed 0); vanilla students at {_seeds(exp.seeds_of('vanilla'))}."
     elif nb == "02":
         methods = ["vanilla", "kd", *p.kd_baselines]
-        body = f"{data} Methods: " + "; ".join(f"{METHODS.get(m, m)} at {_seeds(exp.seeds_of(m))}" for m in methods) + "."
+        body = f"{data} Methods: " + "; ".join(f"{_method(m)} at {_seeds(exp.seeds_of(m))}" for m in methods) + "."
     elif nb == "03":
         body = (f"{data} Vanilla student at {_seeds(exp.seeds_of('vanilla'))}, KD at {_seeds(exp.seeds_of('kd'))}, "
                 f"SLKD at {_seeds(exp.seeds_of('slkd'))}.")

@@ -815,9 +815,12 @@ def _diverged_note(ax, pos: float, row, vertical: bool = False) -> None:
     if vertical:
         ax.text(pos, 0.03, text, transform=mtransforms.blended_transform_factory(ax.transData, ax.transAxes),
                 rotation=90, ha="center", va="bottom", fontsize="x-small", color="red", zorder=6)
-    else:
-        ax.text(0.02, pos + (0.3 if row["seeds"] else 0.0), text, transform=mtransforms.blended_transform_factory(ax.transAxes, ax.transData),
-                ha="left", va="center", fontsize="x-small", color="red", zorder=6)
+    else:  # one line per place, on a white ground, inside the panel
+        text = f"{int(row['diverged'])} diverged:\n" + str(row["diverged_in"]).replace("; ", "\n")
+        ax.text(0.02, pos + (0.3 if row["seeds"] else 0.0), text,
+                transform=mtransforms.blended_transform_factory(ax.transAxes, ax.transData), ha="left",
+                va="center", fontsize="x-small", color="red", zorder=6,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
 
 
 def _incomplete(fig, *frames) -> None:

@@ -1,5 +1,5 @@
 """Each notebook states what its profile runs and ends with the profile's written reading; every number a
-reading of the ``cpu`` and ``cpu300`` profiles quotes is in the tables of its notebook, and no profile's
+reading of the ``demo``, ``cpu`` and ``cpu300`` profiles quotes is in the tables of its notebook, and no profile's
 executed notebook carries a sentence about another profile's stored outputs."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kdrepro import experiments, readings
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
-CHECKED = ("cpu", "cpu300")
+CHECKED = ("demo", "cpu", "cpu300")
 # a quoted result: a decimal number (signs dropped: tables print -0.33 where a reading writes −0.33) or a k/n count
 NUMBER = re.compile(r"\d+\.\d+|\b\d+/\d+\b")
 
@@ -72,12 +72,7 @@ def _markdown(output: dict) -> str:
     return text if isinstance(text, str) else "".join(text)
 
 
-@pytest.mark.parametrize("profile", [
-    pytest.param("demo", marks=pytest.mark.xfail(strict=True, reason="the committed demo notebooks predate the readings: "
-        "executing them again needs the demo's runs, and its two mse_to_snapshot quirk runs now stop with a "
-        "non-finite loss in epoch 12 (the NaN guard) instead of finishing at chance level; remove this mark once "
-        "the demo notebooks are executed again")),
-    "cpu", "cpu300"])
+@pytest.mark.parametrize("profile", ["demo", "cpu", "cpu300"])
 def test_executed_notebooks_carry_their_own_reading_and_no_smoke_sentence(profile):
     for stem in NOTEBOOKS:
         path = ROOT / "results" / profile / "notebooks" / f"{stem}.ipynb"
