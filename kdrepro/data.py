@@ -30,16 +30,25 @@ a silently partial data set. CIFAR batches are Python pickles: load them only fr
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import pickle
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from .registry import Registry
+from .values import Float, PositiveInt, Seed
 
 __all__ = [
+    "DATASETS",
+    "DataOptions",
+    "DataSet",
+    "register_dataset",
     "ImageDataset",
     "DatasetNotFoundError",
     "CorruptDatasetError",
@@ -699,18 +708,130 @@ def _load_digits(
 
 
 # --------------------------------------------------------------------------------------------------
-# Public entry points
+# The registry of data sets
 
-_LOADERS: dict[str, Callable[..., ImageDataset]] = {
-    "cifar10": _load_cifar10,
-    "cifar100": _load_cifar100,
-    "svhn": _load_svhn,
-    "cinic10": _load_cinic10,
-    "cifar10-5k": _load_cifar10_5k,
-    "digits": _load_digits,
-    "npz": _load_npz,
-    "imagefolder": _load_imagefolder,
-}
+class DataOptions(BaseModel):
+    """A data set's typed options (``dataset_options`` of a run config); a data set without options has
+    exactly these (none). Values are coerced once, when a run config is resolved."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: a file or folder path (``os.PathLike`` accepted, kept as text)
+PathOption = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
+
+
+class PathOptions(DataOptions):
+    path: PathOption | None = None
+
+
+class Cifar10_5kOptions(PathOptions):
+    per_batch: PositiveInt = CIFAR10_5K_PER_BATCH
+
+
+class NpzOptions(PathOptions):
+    layout: str | None = None
+
+
+class ImageFolderOptions(PathOptions):
+    size: tuple[PositiveInt, PositiveInt] | None = None
+    channels: PositiveInt = 3
+
+
+class DigitsOptions(DataOptions):
+    test_fraction: Float = 0.2
+    seed: Seed = 0
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A registered data set: ``load(roots, train, download, **options) -> ImageDataset``, its typed
+    options, its number of classes when fixed, and ``sources(roots, options)``: the files it reads (for the
+    fingerprint's memo; None when it reads no files of its own)."""
+
+    load: Callable[..., ImageDataset]
+    Options: type[DataOptions] = DataOptions
+    num_classes: int | None = None
+    sources: Callable[[list[Path], dict], list[Path]] | None = None
+
+
+#: every data set by name (``--set dataset=<name>``); a plugin adds its own with :func:`register_dataset`
+DATASETS: Registry[DataSet] = Registry("data set", hyphens=True)
+
+
+def register_dataset(name: str, options: type[DataOptions] = DataOptions, num_classes: int | None = None,
+                     sources: Callable[[list[Path], dict], list[Path]] | None = None):
+    """``@register_dataset("name", options=MyOptions)`` on ``load(roots, train, download, **options)``: the
+    data set ``name`` (lower case), its options a :class:`DataOptions` model. ``roots`` are the folders to
+    search (:func:`load_dataset`); the loader returns an :class:`ImageDataset` (uint8 images
+    ``[N, C, H, W]``, int64 targets, class names and the per-channel normalisation). Registering a data set changes no run id."""
+    def wrap(load: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
+        DATASETS.register(name, DataSet(load, options, num_classes, sources))
+        return load
+    return wrap
+
+
+def _walk(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def _path_sources(roots: list[Path], options: dict) -> list[Path]:
+    if options.get("path") is None:
+        return []
+    path = Path(options["path"]).expanduser().absolute()
+    return [path] if path.is_file() else _walk(path)
+
+
+def _cifar_sources(name: str) -> Callable[[list[Path], dict], list[Path]]:
+    def sources(roots: list[Path], options: dict) -> list[Path]:
+        folder, _ = _find_dir(roots, {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name])
+        return _walk(folder) if folder else []
+    return sources
+
+
+def _svhn_sources(roots: list[Path], options: dict) -> list[Path]:
+    found = [next((p for r in roots for p in (r / f, r / "svhn" / f) if p.is_file()), None)
+             for f in ("train_32x32.mat", "test_32x32.mat")]
+    return [p for p in found if p is not None]
+
+
+def _cifar10_5k_sources(roots: list[Path], options: dict) -> list[Path]:
+    if options.get("path") is not None:
+        return _path_sources(roots, options)
+    shared = Path("shared") / "data" / "cifar10-5k.npz"
+    candidates = [r / "cifar10-5k.npz" for r in roots] + [Path.cwd().parent / shared, _repo_root().parent / shared]
+    npz = next((c for c in candidates if c.is_file()), None) if options.get("per_batch", CIFAR10_5K_PER_BATCH) \
+        == CIFAR10_5K_PER_BATCH else None
+    return [npz] if npz else _cifar_sources("cifar10")(roots, {})
+
+
+def _cinic_sources(roots: list[Path], options: dict) -> list[Path]:
+    folder, _ = _find_cinic_dir(roots)
+    return _walk(folder / "train") + _walk(folder / "test") if folder else []
+
+
+register_dataset("cifar10", num_classes=10, sources=_cifar_sources("cifar10"))(_load_cifar10)
+register_dataset("cifar100", num_classes=100, sources=_cifar_sources("cifar100"))(_load_cifar100)
+register_dataset("svhn", num_classes=10, sources=_svhn_sources)(_load_svhn)
+register_dataset("cinic10", num_classes=10, sources=_cinic_sources)(_load_cinic10)
+register_dataset("cifar10-5k", Cifar10_5kOptions, num_classes=10, sources=_cifar10_5k_sources)(_load_cifar10_5k)
+register_dataset("digits", DigitsOptions, num_classes=10)(_load_digits)
+register_dataset("npz", NpzOptions, sources=_path_sources)(_load_npz)
+register_dataset("imagefolder", ImageFolderOptions, sources=_path_sources)(_load_imagefolder)
+
+
+def _dataset(name: str) -> tuple[str, DataSet]:
+    """``(registered name, data set)`` of ``name`` (any case); ``ValueError`` naming the valid names."""
+    key = name.lower() if isinstance(name, str) else name
+    if key not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS.names())}")
+    return key, DATASETS.get(key)
+
+
+def dataset_num_classes(name: str) -> int | None:
+    """The number of classes of a registered data set when it is fixed (None: it depends on the files)."""
+    key = name.lower() if isinstance(name, str) else name
+    return DATASETS.get(key).num_classes if key in DATASETS else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -744,33 +865,6 @@ def _official_files(name: str) -> dict[str, str]:
     return {f: md5 for f, md5 in cls.train_list + cls.test_list}
 
 
-def _sources(name: str, roots: list[Path], options: dict) -> list[Path]:
-    """The files a data set would be read from (those that exist; empty when it is not here)."""
-    def walk(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-
-    if name in ("cifar10", "cifar100"):
-        folder, _ = _find_dir(roots, {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name])
-        return walk(folder) if folder else []
-    if name == "svhn":
-        found = [next((p for r in roots for p in (r / f, r / "svhn" / f) if p.is_file()), None)
-                 for f in ("train_32x32.mat", "test_32x32.mat")]
-        return [p for p in found if p is not None]
-    if name in ("npz", "imagefolder", "cifar10-5k") and options.get("path") is not None:
-        path = Path(options["path"]).expanduser().absolute()
-        return [path] if path.is_file() else walk(path)
-    if name == "cifar10-5k":
-        shared = Path("shared") / "data" / "cifar10-5k.npz"
-        candidates = [r / "cifar10-5k.npz" for r in roots] + [Path.cwd().parent / shared, _repo_root().parent / shared]
-        npz = next((c for c in candidates if c.is_file()), None) if options.get("per_batch", CIFAR10_5K_PER_BATCH) \
-            == CIFAR10_5K_PER_BATCH else None
-        return [npz] if npz else _sources("cifar10", roots, {})
-    if name == "cinic10":
-        folder, _ = _find_cinic_dir(roots)
-        return walk(folder / "train") + walk(folder / "test") if folder else []
-    return []
-
-
 #: images per class and split of the official CINIC-10 release (train and test; valid/ is not used)
 CINIC10_PER_CLASS = 9000
 
@@ -794,46 +888,20 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _option_types() -> dict:
-    """The declared type of every data-set option (:mod:`kdrepro.values` types), by option name."""
-    from typing import Annotated
-
-    from pydantic import BeforeValidator
-
-    from .values import Float, PositiveInt, Seed
-
-    path = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
-    return {"path": path, "per_batch": PositiveInt, "size": tuple[PositiveInt, PositiveInt] | None,
-            "channels": PositiveInt, "layout": str | None, "test_fraction": Float, "seed": Seed}
-
-
 def dataset_option_defaults(name: str) -> dict:
-    """``{option: default}`` of data set ``name`` (the keyword arguments of its loader)."""
-    loader = _LOADERS[name.lower()]
-    return {k: p.default for k, p in list(inspect.signature(loader).parameters.items())[3:]}
+    """``{option: default}`` of data set ``name`` (its :class:`DataOptions` model)."""
+    _, spec = _dataset(name)
+    return {k: f.default for k, f in spec.Options.model_fields.items()}
 
 
 def check_dataset_options(name: str, options: dict) -> dict:
     """``options`` of data set ``name`` coerced once to their declared types (``"1e-1"`` from YAML is a
     float, ``true`` is not a seed); raises ``ValueError`` with one line naming the option, the value and
     what is allowed, or the options the data set accepts. Ranges are the loader's to check."""
-    from pydantic import TypeAdapter, ValidationError
+    from .values import typed_options
 
-    from .registry import nearest
-    from .values import explain
-
-    accepted = dataset_option_defaults(name)
-    types = _option_types()
-    out = {}
-    for key, value in options.items():
-        if key not in accepted:
-            raise ValueError(f"dataset_options.{key}: data set {name!r} takes no option {key!r}; it accepts: "
-                             f"{', '.join(accepted) or 'none'}{nearest(key, list(accepted))}")
-        try:
-            out[key] = TypeAdapter(types.get(key, object)).validate_python(value)
-        except ValidationError as err:
-            raise ValueError(explain(err, prefix=f"dataset_options.{key}")) from None
-    return out
+    _, spec = _dataset(name)
+    return typed_options(spec.Options, options, "dataset_options", f"data set {name!r}")
 
 
 def data_fingerprint(name: str, root: str | os.PathLike | None = None, **options) -> str:
@@ -851,11 +919,9 @@ def data_fingerprint(name: str, root: str | os.PathLike | None = None, **options
     Memoised per process by the files' paths, sizes and modification times, so a changed file is
     fingerprinted again. Raises like :func:`load_dataset` when the data are needed and missing.
     """
-    key_name = name.lower() if isinstance(name, str) else name
-    if key_name not in _LOADERS:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(_LOADERS)}")
+    key_name, spec = _dataset(name)
     roots = _search_roots(root)
-    sources = _sources(key_name, roots, options)
+    sources = spec.sources(roots, options) if spec.sources is not None else []
     stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sources)
     key = (key_name, tuple(map(str, roots)), repr(sorted(options.items())), stats)
     if key not in _FINGERPRINTS:
@@ -879,8 +945,8 @@ def _compute_fingerprint(name: str, root, options: dict, sources: list[Path]) ->
 
 
 def list_datasets() -> list[str]:
-    """The names :func:`load_dataset` accepts."""
-    return list(_LOADERS)
+    """The names :func:`load_dataset` accepts (:data:`DATASETS`)."""
+    return list(DATASETS.names())
 
 
 def load_dataset(
@@ -900,14 +966,11 @@ def load_dataset(
     Raises :class:`DatasetNotFoundError` (lists every path searched and the download call),
     :class:`CorruptDatasetError` for unreadable files, ``ValueError`` for an unknown name or option.
     """
-    key = name.lower() if isinstance(name, str) else name
-    if key not in _LOADERS:
-        raise ValueError(f"unknown data set {name!r}; valid names: {', '.join(_LOADERS)}")
-    loader = _LOADERS[key]
-    accepted = list(inspect.signature(loader).parameters)[3:]
+    key, spec = _dataset(name)
+    accepted = list(spec.Options.model_fields)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(
             f"data set {key!r} does not take option(s) {unknown}; it accepts: {', '.join(accepted) or 'none'}"
         )
-    return loader(_search_roots(root), bool(train), bool(download), **options)
+    return spec.load(_search_roots(root), bool(train), bool(download), **options)

@@ -38,6 +38,7 @@ from .resolution import AUGMENT_FIELDS, OPTIM_FIELDS, PRESETS, ResolvedRun, reso
 from .profile import (ABLATION_AXES, BUDGET_METHODS, MSE_VARIANTS, PROFILE_DIR, QUIRK_VARIANTS,  # noqa: F401
                       Pair, Profile, ProfileError, list_profiles, load_profile, parse_profile)
 from .anatomy import CurriculumAnatomy
+from .data import dataset_num_classes
 from .runs import RunResult, RunStore
 from .studies import STUDIES
 from .zoo import HE2016_PARAMS_M, count_macs, model_cost, model_zoo  # noqa: F401
@@ -488,10 +489,6 @@ def run_device(summary: Mapping[str, Any]) -> str:
     return f"CPU: {name} ({model})" if model and model != "unknown" else f"CPU: {name}"
 
 
-#: classes of the built-in data sets (runs stored before summaries recorded their class count)
-_NUM_CLASSES = {"cifar10": 10, "cifar10-5k": 10, "cifar100": 100, "svhn": 10, "cinic10": 10, "digits": 10}
-
-
 def run_flags(result: RunResult) -> list[str]:
     """A finished run's health flags (:func:`kdrepro.engine.health_flags`): from its summary, or computed
     from its metrics for runs stored before summaries kept them."""
@@ -499,7 +496,8 @@ def run_flags(result: RunResult) -> list[str]:
         return list(result.summary["flags"])
     from .engine import health_flags
 
-    return health_flags(result.metrics(), result.summary.get("num_classes") or _NUM_CLASSES.get(result.config.dataset))
+    return health_flags(result.metrics(), result.summary.get("num_classes")
+                        or dataset_num_classes(result.config.dataset))  # runs stored before summaries had it
 
 
 def _columns(rows: list[dict]) -> list[str]:

@@ -95,7 +95,9 @@ class Pair(BaseModel):
 
 def _model(key: str, name: Any) -> str:
     from .models import list_models
+    from .plugins import load_plugins
 
+    load_plugins()  # a plugin's networks are models too
     if name not in list_models():
         raise ValueError(f"{key}: {name!r} is not a model; choose from {', '.join(list_models())}")
     return str(name)
@@ -207,7 +209,9 @@ class Profile(BaseModel):
     @classmethod
     def _datasets(cls, v):
         from .data import list_datasets
+        from .plugins import load_plugins
 
+        load_plugins()  # a plugin's data sets are data sets too
         if isinstance(v, list) and not v:
             raise ValueError("datasets: empty; name at least one data set (every table would report its runs missing)")
         if not isinstance(v, list):

@@ -1,4 +1,5 @@
-"""Registries by name (torchdistill style): loss terms, curriculum scores, orders and pacings.
+"""Registries by name (torchdistill style): loss terms, curriculum scores, orders and pacings, data sets
+and models.
 
 A :class:`Registry` maps a name to an object (a class or a function) in registration order; that order is
 canonical where it matters (the engine sums loss terms in it). Looking up an unknown name raises a
@@ -21,13 +22,17 @@ def nearest(word: str, choices: list[str] | tuple[str, ...]) -> str:
 class Registry(Generic[T]):
     """Named objects of one kind (``what``: "loss term", "score", ...), in registration order."""
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, hyphens: bool = False):
         self.what = what
+        #: whether names may hold hyphens (``cifar10-5k``); otherwise a name is a Python identifier
+        self.hyphens = hyphens
         self._items: dict[str, T] = {}
 
     def register(self, name: str, obj: T, *, replace: bool = False) -> T:
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"a {self.what} name must be an identifier, got {name!r}")
+        plain = name.replace("-", "_") if self.hyphens and isinstance(name, str) else name
+        if not isinstance(plain, str) or not plain.isidentifier():
+            kind = "an identifier (hyphens allowed)" if self.hyphens else "an identifier"
+            raise ValueError(f"a {self.what} name must be {kind}, got {name!r}")
         if name in self._items and not replace:
             raise ValueError(f"a {self.what} named {name!r} is already registered ({self._items[name]!r})")
         self._items[name] = obj

@@ -140,3 +140,21 @@ def explain(err: ValidationError, prefix: str = "", data: Any = None) -> str:
     elif kind == "literal_error":
         msg = "choose one of " + msg.removeprefix("Input should be ")
     return f"{key}={shown}: {msg}"
+
+
+def typed_options(model: type, options: dict, prefix: str, owner: str) -> dict:
+    """``options`` (the given keys only) coerced by the pydantic ``model`` of a component's options: one
+    ``ValueError`` line naming an unknown option (``<prefix>.<key>: <owner> takes no option ...; it accepts:
+    ...``) or a bad value (:func:`explain`)."""
+    from .registry import nearest
+
+    accepted = list(model.model_fields)
+    for key in options:
+        if key not in accepted:
+            raise ValueError(f"{prefix}.{key}: {owner} takes no option {key!r}; it accepts: "
+                             f"{', '.join(accepted) or 'none'}{nearest(key, accepted)}")
+    try:
+        typed = model(**options)
+    except ValidationError as err:
+        raise ValueError(explain(err, prefix=prefix)) from None
+    return {key: getattr(typed, key) for key in options}

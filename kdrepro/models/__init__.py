@@ -12,11 +12,15 @@ teacher checkpoints load with ``create_model(name, num_classes, weights=path)``.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from ..registry import Registry
 
 from . import mobilenetv2, resnet, shufflenetv1, shufflenetv2, vgg, wrn
 from ._base import ClassifierNet, Features, check_positive_int
@@ -24,6 +28,10 @@ from .checkpoint import (CheckpointFileError, CheckpointMismatchError, Checkpoin
                          read_state_dict)
 
 __all__ = [
+    "MODELS",
+    "Model",
+    "ModelOptions",
+    "register_model",
     "CheckpointFileError",
     "CheckpointMismatchError",
     "CheckpointReadError",
@@ -39,53 +47,77 @@ __all__ = [
 ]
 
 
+class ModelOptions(BaseModel):
+    """A model's typed options (``model_options`` of a run config); a model without options has exactly
+    these (none)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResNetOptions(ModelOptions):
+    #: the CIFAR ResNets' shortcut where the shape changes (:mod:`kdrepro.models.resnet`)
+    shortcut: str = "conv"
+
+    @field_validator("shortcut")
+    @classmethod
+    def _shortcut(cls, v: str) -> str:
+        if v not in resnet.SHORTCUTS:
+            raise ValueError(f"choose one of {', '.join(resnet.SHORTCUTS)}")
+        return v
+
+
 @dataclass(frozen=True)
-class _Family:
-    build: Callable[..., ClassifierNet]
-    names: tuple[str, ...]
-    #: option -> (default, allowed values)
-    choices: dict[str, tuple[object, tuple]] = field(default_factory=dict)
+class Model:
+    """A registered network: ``build(num_classes, in_channels, **options) -> nn.Module`` and its typed
+    options. A network that feature-based loss terms read follows :class:`ClassifierNet`
+    (``return_features``, ``stage_channels``); logit-only terms need only ``model(x) -> logits``."""
 
-    @property
-    def options(self) -> tuple[str, ...]:
-        return tuple(self.choices)
+    build: Callable[..., torch.nn.Module]
+    Options: type[ModelOptions] = ModelOptions
 
 
-_FAMILIES = (
-    _Family(resnet.build, tuple(resnet.CONFIGS), choices={"shortcut": ("conv", resnet.SHORTCUTS)}),
-    _Family(wrn.build, tuple(wrn.CONFIGS)),
-    _Family(vgg.build, tuple(vgg.CONFIGS)),
-    _Family(mobilenetv2.build, tuple(mobilenetv2.CONFIGS)),
-    _Family(shufflenetv1.build, tuple(shufflenetv1.CONFIGS)),
-    _Family(shufflenetv2.build, tuple(shufflenetv2.CONFIGS)),
-)
-_REGISTRY: dict[str, _Family] = {name: family for family in _FAMILIES for name in family.names}
+#: every network by name (``--set model=<name>``); a plugin adds its own with :func:`register_model`
+MODELS: Registry[Model] = Registry("model")
+
+
+def register_model(name: str, options: type[ModelOptions] = ModelOptions):
+    """``@register_model("name", options=MyOptions)`` on ``build(num_classes, in_channels, **options)``:
+    the network ``name``. Registering a network changes no run id."""
+    def wrap(build: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
+        MODELS.register(name, Model(build, options))
+        return build
+    return wrap
+
+
+for _module, _options in ((resnet, ResNetOptions), (wrn, ModelOptions), (vgg, ModelOptions),
+                          (mobilenetv2, ModelOptions), (shufflenetv1, ModelOptions), (shufflenetv2, ModelOptions)):
+    for _name in _module.CONFIGS:
+        register_model(_name, _options)(functools.partial(_module.build, _name))
+
+
+def _model(name: str) -> Model:
+    if name not in MODELS:
+        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODELS.names())}")
+    return MODELS.get(name)
 
 
 def model_option_defaults(name: str) -> dict:
-    """``{option: default}`` of model ``name``'s family (only CIFAR ResNets have one: ``shortcut``)."""
-    return {k: default for k, (default, _) in _REGISTRY[name].choices.items()}
+    """``{option: default}`` of model ``name`` (its :class:`ModelOptions` model)."""
+    return {k: f.default for k, f in _model(name).Options.model_fields.items()}
 
 
 def check_model_options(name: str, options: dict) -> dict:
     """Check ``options`` of model ``name`` before anything is built or trained: ``ValueError`` with one line
     naming an unknown option (and the accepted ones) or a value that is not allowed."""
-    from ..registry import nearest
+    from ..values import typed_options
 
-    family = _REGISTRY[name]
-    for key, value in options.items():
-        if key not in family.choices:
-            raise ValueError(f"model_options.{key}: model {name!r} takes no option {key!r}; accepted options: "
-                             f"{', '.join(family.choices) or 'none'}{nearest(key, list(family.choices))}")
-        allowed = family.choices[key][1]
-        if value not in allowed:
-            raise ValueError(f"model_options.{key}={value!r}: choose one of {', '.join(map(str, allowed))}")
-    return dict(options)
+    return typed_options(_model(name).Options, options, "model_options", f"model {name!r}")
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`create_model`, in registry order (ResNets, WRNs, VGGs, mobile nets)."""
-    return list(_REGISTRY)
+    """Names accepted by :func:`create_model`, in registry order (ResNets, WRNs, VGGs, mobile nets, then
+    any a plugin registered)."""
+    return list(MODELS.names())
 
 
 def create_model(
@@ -101,16 +133,14 @@ def create_model(
     settings; only CIFAR ResNets have one, ``shortcut="conv"`` (default) or ``"pad"`` (see
     :mod:`kdrepro.models.resnet`). The model is returned in training mode; the caller sets ``eval()``.
     """
-    family = _REGISTRY.get(name)
-    if family is None:
-        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(_REGISTRY)}")
-    unknown = sorted(set(options) - set(family.options))
+    spec = _model(name)
+    unknown = sorted(set(options) - set(spec.Options.model_fields))
     if unknown:
-        accepted = ", ".join(family.options) if family.options else "none"
+        accepted = ", ".join(spec.Options.model_fields) or "none"
         raise ValueError(f"model {name!r} does not take option(s) {unknown}; accepted options: {accepted}")
     check_positive_int("num_classes", num_classes)
     check_positive_int("in_channels", in_channels)
-    model = family.build(name, num_classes, in_channels, **options)
+    model = spec.build(num_classes, in_channels, **options)
     model.arch = name
     if weights is not None:
         load_weights(model, weights)
