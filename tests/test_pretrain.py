@@ -317,8 +317,9 @@ def test_local_executor_reports_a_failed_run_and_skips_its_dependants(tmp_path):
     exp = Experiment("smoke", results_dir=tmp_path)
     pair = exp.profile.pairs[0]
     good = exp.student_config("digits", pair, "kd", 0)
-    # a teacher whose training diverges at once (lr 1e6): its student cannot run
-    bad = RunConfig.from_dict({**good.to_dict(), "teacher": {**pair.teacher, "lr": 1e6, "epochs": 1}}).resolved()
+    # a teacher whose training fails (a crop padding wider than digits' 8-pixel side, which only the trainer
+    # can check; a diverging teacher is a finished run, flagged): its student cannot run
+    bad = RunConfig.from_dict({**good.to_dict(), "teacher": {**pair.teacher, "crop_padding": 9, "epochs": 1}}).resolved()
     vanilla = exp.student_config("digits", pair, "ce", 0, epochs=1)
     lines = []
     with pytest.raises(RunsFailedError, match="runs that did not finish") as err:
