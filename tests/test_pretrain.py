@@ -329,6 +329,26 @@ def test_local_executor_reports_a_failed_run_and_skips_its_dependants(tmp_path):
     assert RunStore(tmp_path).status(RunStore(tmp_path).run_dir(vanilla)) == "finished"
 
 
+
+def test_local_executor_skips_the_students_of_a_diverged_teacher(tmp_path):
+    """A teacher whose loss turns non-finite (lr 1e6) is recorded as diverged (a finished run,
+    docs/run-store.md); its student is not started and is named among the runs that did not finish."""
+    from kdrepro.config import RunConfig
+
+    exp = Experiment("smoke", results_dir=tmp_path)
+    pair = exp.profile.pairs[0]
+    good = exp.student_config("digits", pair, "kd", 0)
+    bad = RunConfig.from_dict({**good.to_dict(), "teacher": {**pair.teacher, "lr": 1e6, "epochs": 1}}).resolved()
+    lines = []
+    with pytest.raises(RunsFailedError, match="runs that did not finish") as err:
+        train_locally([bad.teacher_config(), bad], tmp_path, jobs=2, log=lines.append, poll=0.2)
+    teacher = bad.teacher_config().run_id
+    assert bad.run_id in str(err.value) and f"{teacher} diverged" in str(err.value)
+    assert any("skipped" in line and bad.run_id in line for line in lines)
+    store = RunStore(tmp_path)
+    assert store.load(teacher).summary["flags"] == ["diverged"]
+    assert store.status(store.run_dir(bad)) == "new"  # never started
+
 # ---------------------------------------------------------------------------------------- teacher scores
 
 

@@ -153,6 +153,7 @@ class LocalExecutor(Executor):
             self._record(sub, job)
         running: list[PlannedRun] = []
         done: set[str] = set()
+        diverged: set[str] = set()  # finished runs that diverged (their dependants are skipped)
         failed: dict[str, str] = {}
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="kdrepro-workers-") as tmp, _terminate_as_interrupt():
@@ -168,6 +169,8 @@ class LocalExecutor(Executor):
                             done.add(run_id)
                             self._record(sub, job, outcome="finished")
                             s = store.load(run_id).summary
+                            if s.get("diverged"):  # finished, but nothing can be distilled from it
+                                diverged.add(run_id)
                             result = diverged_in(s) or f"last {s['last_top1']:.2f}, best {s['best_top1']:.2f}"
                             log(f"[{len(done) + len(failed)}/{total}] {run_id}: {result} ({minutes:.1f} min; "
                                 f"{(time.time() - t0) / 60:.0f} min so far)")
@@ -181,14 +184,14 @@ class LocalExecutor(Executor):
                     for job in waiting:  # a group's cache file is there: its runs need not wait for its builder
                         if cache_built(job):
                             self._record(sub, job, needs=sorted(job.needs))
-                    for job in list(waiting):  # dependants of failed runs cannot run
-                        lost = job.needs & set(failed)
+                    for job in list(waiting):  # dependants of failed or diverged runs cannot run
+                        lost = job.needs & (set(failed) | diverged)
                         if lost:
                             waiting.remove(job)
-                            failed[job.run_id] = f"not started: needs {', '.join(sorted(lost))}"
-                            self._record(sub, job, outcome="skipped", note=f"not started: {', '.join(sorted(lost))} failed")
-                            log(f"[{len(done) + len(failed)}/{total}] {job.run_id} skipped: "
-                                f"{', '.join(sorted(lost))} failed")
+                            why = ", ".join(f"{r} {'diverged' if r in diverged else 'failed'}" for r in sorted(lost))
+                            failed[job.run_id] = f"not started: needs {', '.join(sorted(lost))} ({why})"
+                            self._record(sub, job, outcome="skipped", note=f"not started: {why}")
+                            log(f"[{len(done) + len(failed)}/{total}] {job.run_id} skipped: {why}")
                     # runs that another process is training count toward the limit: the machine is busy with them
                     elsewhere = sum(1 for job in waiting if store.owner(job.run_id) is not None)
                     for job in list(waiting):
