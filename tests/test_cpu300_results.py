@@ -476,3 +476,11 @@ def test_budget_crossover_is_paired_on_one_device_kind_from_the_summaries():
             assert float(got or "nan") == pytest.approx(want, abs=1e-6, nan_ok=True), r["epochs"]
         assert (r["sign_change"] == "True") == (previous is not None and (previous > 0) != (mean > 0)), r["epochs"]
         previous = mean
+
+
+def test_no_run_of_the_profile_diverged():
+    """Amendment 2 of docs/analysis-plan-cpu300.md: the plan counts a diverged run with its last completed
+    epoch's accuracy, the tables leave it out; the two agree while no run of the profile diverges. A diverged
+    run here means the hypothesis tables must first apply the plan's rule to it."""
+    diverged = [s["run_id"] for _, s in _runs() if s.get("last_top1") is None or "diverged" in (s.get("flags") or [])]
+    assert not diverged, f"cpu300 runs diverged: {diverged}; apply the analysis plan's Outcome rule (amendment 2)"
