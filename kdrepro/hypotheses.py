@@ -74,6 +74,14 @@ def verdict(difference: float, high: float, p_holm: float, alpha: float = 0.05, 
     return "no answer"
 
 
+def _split_by_device(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list, list]:
+    """The seeds two arms (indexed by seed, with a ``device`` column) share, split into those whose two runs
+    trained on one device kind (paired) and those whose pair crosses device kinds."""
+    common = [s for s in a.index if s in b.index]
+    same = [s for s in common if a.at[s, "device"] == b.at[s, "device"]]
+    return same, [s for s in common if s not in same]
+
+
 def _arm_values(runs: pd.DataFrame, arm: Arm, metric: str) -> pd.DataFrame:
     """An arm's ``metric`` and device by seed; a diverged run (no accuracy, docs/run-store.md) is left out."""
     rows = arm.select(runs)
@@ -95,9 +103,7 @@ def evaluate_hypotheses(runs: pd.DataFrame, hypotheses=HYPOTHESES, arms: dict[st
         a, b = _arm_values(runs, arms[h.first], metric), _arm_values(runs, arms[h.second], metric)
         if a.empty or b.empty:
             continue
-        common = [s for s in a.index if s in b.index]
-        same = [s for s in common if a.at[s, "device"] == b.at[s, "device"]]
-        crossing = [s for s in common if s not in same]
+        same, crossing = _split_by_device(a, b)
         paired = stats.paired_t([float(a.at[s, metric]) - float(b.at[s, metric]) for s in same]) if same else None
         welch = stats.welch_t([float(v) for v in a[metric]], [float(v) for v in b[metric]])
         primary = "paired" if paired is not None and paired.n >= min_pairs else "Welch"
@@ -139,8 +145,7 @@ def budget_crossover(runs: pd.DataFrame, first: str = "slkd", second: str = "kd"
         group = group[group[metric].notna()]  # a diverged run has no accuracy (docs/run-store.md)
         a = group[group["method"] == first].drop_duplicates("seed").set_index("seed")
         b = group[group["method"] == second].drop_duplicates("seed").set_index("seed")
-        common = [s for s in a.index if s in b.index]
-        same = [s for s in common if a.at[s, "device"] == b.at[s, "device"]]
+        same, crossing = _split_by_device(a, b)
         if not same:
             continue
         diffs = [float(a.at[s, metric]) - float(b.at[s, metric]) for s in same]
@@ -148,7 +153,7 @@ def budget_crossover(runs: pd.DataFrame, first: str = "slkd", second: str = "kd"
         rows.append({"epochs": int(epochs), "seeds": len(same), "first_mean": stats.mean([float(a.at[s, metric]) for s in same]),
                      "second_mean": stats.mean([float(b.at[s, metric]) for s in same]), "mean": t.estimate,
                      "low": t.low, "high": t.high, "wins": sum(d > 0 for d in diffs),
-                     "crossing_seeds": [s for s in common if s not in same],
+                     "crossing_seeds": crossing,
                      "devices": sorted(set(a.loc[same, "device"]) | set(b.loc[same, "device"]))})
     out = pd.DataFrame(rows)
     if runs.attrs.get("missing"):
