@@ -245,9 +245,12 @@ class RunConfig(BaseModel):
                     parts.append(f"{name}({', '.join(changed)})")
         if self.curriculum is not None:
             c = CurriculumConfig()
+            options = self.curriculum.get("score_options")
             for key in ("score", "order", "pacing"):
-                if self.curriculum[key] != getattr(c, key):
-                    parts.append(f"{key}={self.curriculum[key]}")
+                if self.curriculum[key] != getattr(c, key) or (key == "score" and options):
+                    given = f"({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})" \
+                        if key == "score" and options else ""
+                    parts.append(f"{key}={self.curriculum[key]}{given}")
             if self.curriculum.get("quirk_no_warmup_augment"):
                 parts.append("quirk:no_warmup_augment")
         if self.bf16:

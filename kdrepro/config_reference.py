@@ -130,7 +130,12 @@ def render() -> str:
             f"| `curriculum.score` | {', '.join(f'`{n}`' for n in sequencer.SCORES.names())} |",
             f"| `curriculum.order` | {', '.join(f'`{n}`' for n in sequencer.ORDERS.names())} |",
             f"| `curriculum.pacing` | {', '.join(f'`{n}`' for n in sequencer.PACINGS.names() if n != 'none')} |",
-            "", "### Pacing options (`curriculum.pacing_options.<key>`)", ""]
+            "", "### Score options (`curriculum.score_options.<key>`)", ""]
+    for name in sequencer.SCORES.names():
+        params = sequencer.SCORES.get(name).Params
+        if params.model_fields:
+            out += [f"`score: {name}`", ""] + _fields_table(params, prefix="score_options.") + [""]
+    out += ["The other scores take no option.", "", "### Pacing options (`curriculum.pacing_options.<key>`)", ""]
     for name in sequencer.PACINGS.names():
         params, _ = sequencer.PACINGS.get(name)
         if name == "none" or not params.model_fields:

@@ -54,7 +54,8 @@ class Curriculum:
       registered ``pacing`` (default ``"authors"``: warm-up, then 20/40/60/80/100 % of every class; it needs
       ``epochs >= 8``) and its ``pacing_options``; see :func:`kdrepro.sequencer.make_schedule`.
     * ``score`` (default ``"max_logit"``) and ``order`` (default ``"easy_first"``): :data:`kdrepro.sequencer.SCORES`
-      and :data:`kdrepro.sequencer.ORDERS`; ``generator`` draws the ``"random"`` order.
+      and :data:`kdrepro.sequencer.ORDERS`; ``score_options``: the score's options (e.g. ``{"T": 3}`` for
+      ``teacher_kl``), typed by its ``Params`` here; ``generator`` draws the ``"random"`` order.
     * ``targets``: the labels [N] (default: the data set's ``targets`` attribute, else those read while scoring).
     * ``output_key``: where the logits are when the model returns a dict; ``batch_size``: the scoring batch.
 
@@ -64,7 +65,8 @@ class Curriculum:
 
     def __init__(self, dataset: Any, epochs: int | None = None, *, pacing: str = "authors",
                  pacing_options: dict | None = None, schedule: Sequence[Phase] | None = None,
-                 score: str = "max_logit", order: str = "easy_first", score_data: Any = None,
+                 score: str = "max_logit", score_options: dict | Any = None, order: str = "easy_first",
+                 score_data: Any = None,
                  score_transform: Any = None, targets: Tensor | Sequence[int] | None = None,
                  generator: torch.Generator | None = None, batch_size: int = 512,
                  output_key: str = sequencer.LOGITS_KEY) -> None:
@@ -73,6 +75,8 @@ class Curriculum:
         self.schedule = list(schedule) if schedule is not None else sequencer.schedule_for(epochs, pacing, pacing_options)
         sequencer._check_choice(score, sequencer.SCORES, "score")
         sequencer._check_choice(order, sequencer.ORDERS, "order")
+        #: the score's typed options (:func:`kdrepro.sequencer.score_params`)
+        self.score_options = sequencer.score_params(score, score_options)
         if score_data is not None and score_transform is not None:
             raise ValueError("give score_data= or score_transform=, not both")
         if score_transform is not None:
@@ -108,7 +112,7 @@ class Curriculum:
         (:func:`kdrepro.sequencer.score_instances`)."""
         scores, targets = sequencer.score_with_targets(
             model, self.score_data, self.score_name, teacher=teacher, batch_size=self.batch_size, device=device,
-            teacher_logits=teacher_logits, output_key=self.output_key)
+            teacher_logits=teacher_logits, output_key=self.output_key, score_options=self.score_options)
         if len(scores) != self.num_samples:
             raise ValueError(f"scoring gave {len(scores)} scores for a training set of {self.num_samples}: "
                              "score_data must hold the same instances in the same order")

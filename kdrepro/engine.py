@@ -343,7 +343,8 @@ class Trainer:
         #: the phases' scoring and pools, through the same object a user's own loop uses
         cur = self.curriculum
         self.sequence = Curriculum(self.train_set, schedule=self.schedule, generator=self.generator,
-                                   score=cur.score if cur else "max_logit", order=cur.order if cur else "easy_first")
+                                   score=cur.score if cur else "max_logit", order=cur.order if cur else "easy_first",
+                                   score_options=cfg.score_options)
         self.cache: TeacherLogitCache | None = None
         self.teacher_source = "none"
         self.snapshot: nn.Module | None = None

@@ -6,8 +6,9 @@ ablations. :class:`Profile` is its schema (each field's description is the refer
 ``docs/profiles.md``); :func:`load_profile` reads one and raises :class:`ProfileError`, one line naming the
 file and the key, for anything wrong in it.
 
-An ablation variant is a name (``linear``) or, on the ``pacing`` axis, a name with the pacing's options
-(``{linear: {start_fraction: 0.5}}``), labelled ``linear(start_fraction=0.5)`` in the tables.
+An ablation variant is a name (``linear``) or, on the ``pacing`` and ``score`` axes, a name with its
+options (``{linear: {start_fraction: 0.5}}``, ``{teacher_kl: {T: 3}}``), labelled with the given options
+(``linear(start_fraction=0.5)``, ``teacher_kl(T=3.0)``) in the tables.
 """
 from __future__ import annotations
 
@@ -112,22 +113,27 @@ class Variant(BaseModel):
     overrides: dict[str, Any]
 
 
+#: ablation axes whose variants may carry options: axis -> the run-config key of those options
+OPTION_AXES = {"pacing": "pacing_options", "score": "score_options"}
+
+
 def variant(axis: str, spec: Any) -> Variant:
     """The :class:`Variant` of one entry of ``ablations.<axis>``: a name, or ``{name: options}`` on the pacing
-    axis (the pacing's typed options, checked here)."""
-    from .sequencer import ORDERS, PACINGS, SCORES, pacing_params
+    and score axes (the pacing's or the score's typed options, checked here)."""
+    from .sequencer import ORDERS, PACINGS, SCORES
 
     choices = {"score": SCORES.names(), "order": ORDERS.names(),
                "pacing": tuple(p for p in PACINGS.names() if p not in ("custom", "none")),
                "mse": tuple(MSE_VARIANTS), "quirks": tuple(QUIRK_VARIANTS)}[axis]
     options = None
     if isinstance(spec, dict):
-        if axis != "pacing" or len(spec) != 1:
-            raise ValueError(f"ablations.{axis}: {spec!r}: a variant with options is one pacing name with its options, "
-                             "e.g. {linear: {start_fraction: 0.5}}; other axes take names only")
+        if axis not in OPTION_AXES or len(spec) != 1:
+            raise ValueError(f"ablations.{axis}: {spec!r}: a variant with options is one pacing or score name with "
+                             "its options, e.g. {linear: {start_fraction: 0.5}} or {teacher_kl: {T: 3}}; other axes "
+                             "take names only")
         (spec, options), = spec.items()
         if not isinstance(options, dict):
-            raise ValueError(f"ablations.pacing.{spec}: options must be a mapping, got {options!r}")
+            raise ValueError(f"ablations.{axis}.{spec}: options must be a mapping, got {options!r}")
     if spec not in choices:
         raise ValueError(f"ablations.{axis}: {spec!r} is not a variant; choose from {', '.join(choices)}")
     if axis == "mse":
@@ -136,13 +142,26 @@ def variant(axis: str, spec: Any) -> Variant:
         return Variant(label=spec, overrides=QUIRK_VARIANTS[spec])
     if options is None:
         return Variant(label=spec, overrides={"curriculum": {axis: spec}})
-    try:
-        typed = pacing_params(spec, options)
-    except ValidationError as err:
-        raise ValueError(f"ablations.pacing.{explain(err, spec)}") from None
-    given = typed.model_dump(mode="json", include=set(options))
+    given = _typed_options(axis, spec, options)
     label = f"{spec}({', '.join(f'{k}={v}' for k, v in sorted(given.items()))})"
-    return Variant(label=label, overrides={"curriculum": {"pacing": spec, "pacing_options": given}})
+    return Variant(label=label, overrides={"curriculum": {axis: spec, OPTION_AXES[axis]: given}})
+
+
+def _typed_options(axis: str, name: str, options: dict) -> dict[str, Any]:
+    """The given ``options`` of the pacing or score ``name``, typed by its ``Params`` (JSON values)."""
+    from .resolution import score_options_given
+    from .sequencer import pacing_params
+
+    if axis == "score":
+        try:
+            return score_options_given(name, options, f"ablations.score.{name}")
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+    try:
+        typed = pacing_params(name, options)
+    except ValidationError as err:
+        raise ValueError(f"ablations.pacing.{explain(err, name)}") from None
+    return typed.model_dump(mode="json", include=set(options))
 
 
 class Profile(BaseModel):
@@ -170,9 +189,9 @@ class Profile(BaseModel):
         default_factory=dict, description="label -> run-config keys of a KD student (notebook 02: FitNets, AT)")
     ablations: dict[Literal["score", "order", "pacing", "mse", "quirks"], tuple[Variant, ...]] = Field(
         default_factory=dict, description=(
-            "axis -> variants on the first data set and pair: score, order and pacing names (a pacing with its "
-            "options: `{linear: {start_fraction: 0.5}}`), mse `on`/`off`, quirks `none`, `no_warmup_augment`, "
-            "`mse_to_snapshot`, `both`"))
+            "axis -> variants on the first data set and pair: score, order and pacing names (a pacing or a score "
+            "with its options: `{linear: {start_fraction: 0.5}}`, `{teacher_kl: {T: 3}}`), mse `on`/`off`, quirks "
+            "`none`, `no_warmup_augment`, `mse_to_snapshot`, `both`"))
     ablation_seeds: tuple[int, ...] = Field((0,), description="seeds of the ablation and budget studies")
     axis_seeds: dict[str, tuple[int, ...]] = Field(default_factory=dict, description="axis -> its own seeds")
     budget_seeds: tuple[int, ...] | None = Field(None, description="seeds of the budget study (default: ablation_seeds)")

@@ -23,8 +23,10 @@ Run identity (:attr:`ResolvedRun.identity`, schema :data:`SCHEMA`) holds what a 
 never the location), the model, the seed, the recipe fields, the active loss terms with their
 parameters, the curriculum (when there is one) and the teacher's own identity. Runtime fields
 (:data:`RUNTIME_FIELDS`) and inactive settings (a term with weight 0, pacing options of an unused pacing)
-are left out, and so is every config field declared with a *neutral* value while it has that value: adding
-such a field, or registering a new loss term, leaves every existing id unchanged.
+are left out, and so is every config field, term parameter, pacing option or score option declared with a
+*neutral* value while it has that value (a score without options, or with every option neutral, has no
+``score_options`` in its identity): adding such a field, or registering a new loss term or score, leaves every
+existing id unchanged.
 
 This module does not import :mod:`kdrepro.config` (which imports it): it builds a teacher's config with
 the class of the student's.
@@ -82,11 +84,14 @@ _TEACHER_NEEDS = frozenset({"teacher_logits", "teacher_features", "score_teacher
 
 class CurriculumConfig(BaseModel):
     """A run's curriculum (``curriculum`` of a run config): registered score, order and pacing names, and
-    the pacing's options."""
+    the score's and the pacing's options."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     score: str = "max_logit"
+    #: the score's options (its registered `Params`; score options below), e.g. `{T: 3}` for `teacher_kl`;
+    #: a stored config holds the given ones, typed (no key when none is given)
+    score_options: dict[str, Any] = Field(default_factory=dict, json_schema_extra={"neutral": {}})
     order: str = "easy_first"
     pacing: str = "authors"
     pacing_options: dict[str, Any] = Field(default_factory=dict)
@@ -129,8 +134,9 @@ class ResolvedRun:
     identity: dict[str, Any]
     #: the active loss terms (weight > 0) in summation order, as typed parameters
     terms: Mapping[str, BaseModel]
-    #: the curriculum's choices and its pacing's typed options, or None without a curriculum
+    #: the curriculum's choices, its score's and its pacing's typed options, or None without a curriculum
     curriculum: Any
+    score_options: BaseModel | None
     pacing_options: BaseModel | None
     #: the sequencer's phases (one plain phase without a curriculum)
     schedule: tuple
@@ -246,9 +252,10 @@ def _resolve(cfg: Any) -> ResolvedRun:
     filled, teacher = _fill(cfg)
     terms = {name: TERMS.get(name).Params(**params) for name, params in filled.losses.items()
              if params["weight"] > 0}
-    curriculum = pacing = None
+    curriculum = score = pacing = None
     if filled.curriculum is not None:
         curriculum = CurriculumConfig(**filled.curriculum)
+        score = sequencer.score_params(curriculum.score, curriculum.score_options)
         pacing = sequencer.pacing_params(curriculum.pacing, curriculum.pacing_options)
         try:
             schedule = sequencer.schedule_for(filled.epochs, curriculum.pacing, pacing)
@@ -266,11 +273,11 @@ def _resolve(cfg: Any) -> ResolvedRun:
         requirements |= TERMS.get(name).requirements(params)
     if curriculum is not None and sequencer.SCORES.get(curriculum.score).needs_teacher:
         requirements.add("score_teacher")
-    identity = _identity(filled, terms, curriculum, pacing, teacher)
+    identity = _identity(filled, terms, curriculum, score, pacing, teacher)
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     run_id = f"{filled.method}-{filled.dataset}-{filled.model}-s{filled.seed}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
     run = ResolvedRun(config=filled, run_id=run_id, identity=identity, terms=terms, curriculum=curriculum,
-                      pacing_options=pacing, schedule=tuple(schedule), teacher=teacher, checkpoint=checkpoint,
+                      score_options=score, pacing_options=pacing, schedule=tuple(schedule), teacher=teacher, checkpoint=checkpoint,
                       data_fingerprint=filled.data_fingerprint, requirements=frozenset(requirements),
                       _fields=frozenset(type(filled).model_fields) - {"teacher", "curriculum"})
     filled._resolution = run
@@ -402,7 +409,24 @@ def _curriculum(cfg: Any) -> dict[str, Any] | None:
         options = sequencer.pacing_params(cur.pacing, cur.pacing_options)
     except ValidationError as err:
         raise ConfigError(explain(err, "curriculum.pacing_options")) from None
-    return cur.model_copy(update={"pacing_options": options.model_dump(mode="json")}).model_dump(mode="json")
+    score_options = score_options_given(cur.score, cur.score_options, "curriculum.score_options")
+    out = cur.model_copy(update={"pacing_options": options.model_dump(mode="json"), "score_options": score_options})
+    # no options given: no key, so that a config stores what it stored before scores had options
+    return out.model_dump(mode="json", exclude={"score_options"} if not score_options else None)
+
+
+def score_options_given(score: str, options: dict, where: str) -> dict[str, Any]:
+    """The given options of ``score``, typed by its ``Params``: one :class:`ConfigError` line naming the key
+    (``<where>.<key>``) and the score for an unknown option or a bad value."""
+    from . import sequencer
+    from .values import typed_options
+
+    try:
+        return typed_options(sequencer.SCORES.get(score).Params, options, where, f"score {score!r}")
+    except ValueError as err:
+        message = str(err)
+        raise ConfigError(message if f"score {score!r}" in message else f"{message} (an option of score {score!r})") \
+            from None
 
 
 # ---------------------------------------------------------------------------------------- the teacher rule
@@ -455,8 +479,8 @@ def _resolved_teacher(cfg: Any, data_fingerprint: str | None) -> ResolvedRun:
 
 # ---------------------------------------------------------------------------------------- identity
 
-def _identity(cfg: Any, terms: Mapping[str, BaseModel], curriculum: Any, pacing: BaseModel | None,
-              teacher: ResolvedRun | None) -> dict[str, Any]:
+def _identity(cfg: Any, terms: Mapping[str, BaseModel], curriculum: Any, score: BaseModel | None,
+              pacing: BaseModel | None, teacher: ResolvedRun | None) -> dict[str, Any]:
     from .data import dataset_option_defaults
     from .models import model_option_defaults
     from .terms import params_identity
@@ -479,6 +503,11 @@ def _identity(cfg: Any, terms: Mapping[str, BaseModel], curriculum: Any, pacing:
         # the pacing's options as typed parameters, so that an option added later with a neutral
         # default leaves existing ids alone, as a loss term's does
         ident["curriculum"]["pacing_options"] = params_identity(pacing)
+        # the score's options likewise, and none at all while every one is at its neutral value (a score
+        # that gains options leaves the ids of its runs alone)
+        ident["curriculum"].pop("score_options", None)
+        if params_identity(score):
+            ident["curriculum"]["score_options"] = params_identity(score)
     if cfg.teacher_weights_sha256 is not None:
         t = cfg.teacher or {}
         ident["teacher"] = {"weights_sha256": cfg.teacher_weights_sha256, "model": t.get("model"),

@@ -27,17 +27,19 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from .registry import Registry
-from .values import Fraction, NonNegativeInt, PositiveInt
+from .values import Fraction, NonNegativeInt, PositiveFloat, PositiveInt
 
 __all__ = [
     "SCORES",
     "ORDERS",
     "PACINGS",
     "register_score",
+    "ScoreParams",
+    "score_params",
     "register_order",
     "register_pacing",
     "schedule_for",
@@ -50,8 +52,9 @@ __all__ = [
     "phase_at",
 ]
 
-#: curriculum scores by name: ``fn(logits [N, C], targets [N], teacher_logits [N, C] | None) -> [N]``, higher =
-#: easier; ``fn.needs_teacher`` says whether the score reads the teacher's logits (:func:`register_score`)
+#: curriculum scores by name: ``fn(logits [N, C], targets [N], teacher_logits [N, C] | None[, params]) -> [N]``,
+#: higher = easier; ``fn.Params`` is the score's typed options and ``fn.needs_teacher`` says whether it reads
+#: the teacher's logits (:func:`register_score`)
 SCORES: Registry[Callable[..., Tensor]] = Registry("curriculum score")
 #: orders by name: ``fn(class_scores [n_c], k, generator) -> positions of the k chosen`` (:func:`register_order`)
 ORDERS: Registry[Callable[..., Tensor]] = Registry("curriculum order")
@@ -59,11 +62,35 @@ ORDERS: Registry[Callable[..., Tensor]] = Registry("curriculum order")
 PACINGS: Registry[tuple[type[BaseModel], Callable[..., list["Phase"]]]] = Registry("pacing")
 
 
-def register_score(name: str, needs_teacher: bool = False):
-    """Decorator: register a curriculum score ``fn(logits, targets, teacher_logits) -> scores`` (float32,
-    higher = easier). ``needs_teacher=True`` makes every run that uses it need a teacher (its logits on
-    the un-augmented images come from the teacher-logit cache or a live forward pass)."""
-    return SCORES.decorator(name, needs_teacher=needs_teacher)
+class ScoreParams(BaseModel):
+    """A score's typed options (``curriculum.score_options`` of a run config); the stock scores but
+    ``teacher_kl`` have none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def register_score(name: str, params: type[BaseModel] | None = None, needs_teacher: bool = False):
+    """Decorator: register a curriculum score (float32, higher = easier). Without ``params`` it is called
+    ``fn(logits, targets, teacher_logits)`` and takes no option; with ``params`` (a pydantic model of its
+    options, ``extra="forbid"``) it is called ``fn(logits, targets, teacher_logits, params)`` with the run's
+    ``curriculum.score_options`` typed by that model. ``needs_teacher=True`` makes every run that uses it
+    need a teacher (its logits on the un-augmented images come from the teacher-logit cache or a live
+    forward pass)."""
+    if params is not None and not (isinstance(params, type) and issubclass(params, BaseModel)):
+        raise TypeError(f"register_score({name!r}): params must be a pydantic model class, got {params!r}")
+    return SCORES.decorator(name, needs_teacher=needs_teacher, Params=params or ScoreParams,
+                            takes_params=params is not None)
+
+
+def score_params(score: str, options: dict | BaseModel | None = None) -> BaseModel:
+    """The typed options of ``score`` (pydantic ``ValidationError`` for a bad one; a typed one is returned
+    as it is)."""
+    params = SCORES.get(score).Params
+    if isinstance(options, params):
+        return options
+    if isinstance(options, BaseModel):
+        options = options.model_dump()
+    return params(**(options or {}))
 
 
 def register_order(name: str):
@@ -98,7 +125,8 @@ def _check_choice(value: str, choices, name: str) -> None:
 
 
 def scores_from_logits(
-    logits: Tensor, targets: Tensor, score: str, teacher_logits: Tensor | None = None
+    logits: Tensor, targets: Tensor, score: str, teacher_logits: Tensor | None = None,
+    score_options: dict | BaseModel | None = None,
 ) -> Tensor:
     """Per-instance difficulty scores from logits ``z`` [N, C]; **higher means easier** for every score.
 
@@ -106,9 +134,11 @@ def scores_from_logits(
     * ``true_class_prob``: ``softmax(z)[y]``,
     * ``ce_loss``: ``-CE(z, y) = log softmax(z)[y]``,
     * ``margin``: ``z_y - max_{j != y} z_j`` (negative when the snapshot misclassifies),
-    * ``teacher_kl``: ``-KL(softmax(t) || softmax(z))`` at T = 1, agreement of the snapshot with the
-      teacher logits ``t`` (required for this score only).
+    * ``teacher_kl``: ``-KL(softmax(t / T) || softmax(z / T))``, agreement of the snapshot with the
+      teacher logits ``t`` (required for this score only) at the temperature ``T`` of its options
+      (``{"T": 1.0}`` by default).
 
+    ``score_options``: the score's options (a mapping or its typed ``Params``, :func:`score_params`).
     Returns float32 [N] on the logits' device.
     """
     _check_choice(score, SCORES, "score")
@@ -121,6 +151,7 @@ def scores_from_logits(
         )
     z = logits.float()
     fn = SCORES.get(score)
+    params = score_params(score, score_options)
     if fn.needs_teacher:
         if teacher_logits is None:
             raise ValueError(f"score {score!r} needs teacher_logits (the teacher's logits for the same instances)")
@@ -129,7 +160,7 @@ def scores_from_logits(
                 f"teacher_logits has shape {tuple(teacher_logits.shape)}, logits {tuple(logits.shape)}; "
                 "they must match"
             )
-    return fn(z, targets, teacher_logits)
+    return fn(z, targets, teacher_logits, params) if fn.takes_params else fn(z, targets, teacher_logits)
 
 
 def _labels(z: Tensor, targets: Tensor) -> Tensor:
@@ -167,10 +198,18 @@ def _margin(z: Tensor, targets: Tensor, teacher_logits: Tensor | None) -> Tensor
     return z.gather(1, y[:, None]).squeeze(1) - others.max(dim=1).values
 
 
-@register_score("teacher_kl", needs_teacher=True)
-def _teacher_kl(z: Tensor, targets: Tensor, teacher_logits: Tensor | None) -> Tensor:
-    log_p_t = F.log_softmax(teacher_logits.float(), dim=1)
-    return -F.kl_div(F.log_softmax(z, dim=1), log_p_t, reduction="none", log_target=True).sum(dim=1)
+class TeacherKLParams(ScoreParams):
+    """``teacher_kl``'s options: the temperature of both softmaxes (1: the plain distributions)."""
+
+    #: softmax temperature of the teacher's and the snapshot's logits (1: the plain distributions)
+    T: PositiveFloat = Field(1.0, json_schema_extra={"neutral": 1.0})
+
+
+@register_score("teacher_kl", TeacherKLParams, needs_teacher=True)
+def _teacher_kl(z: Tensor, targets: Tensor, teacher_logits: Tensor | None, params: TeacherKLParams) -> Tensor:
+    """``-KL(softmax(t / T) || softmax(z / T))`` (division by T = 1 is exact: the plain score)."""
+    log_p_t = F.log_softmax(teacher_logits.float() / params.T, dim=1)
+    return -F.kl_div(F.log_softmax(z / params.T, dim=1), log_p_t, reduction="none", log_target=True).sum(dim=1)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -263,6 +302,7 @@ def score_instances(
     device: torch.device | str | None = None,
     teacher_logits: Tensor | None = None,
     output_key: str = LOGITS_KEY,
+    score_options: dict | BaseModel | None = None,
 ) -> Tensor:
     """Score every instance of ``dataset`` with a frozen snapshot ``model`` (see :func:`scores_from_logits`).
 
@@ -280,12 +320,14 @@ def score_instances(
     the logits, or a dict with the logits under ``output_key`` (default ``"logits"``). The model (and teacher)
     run in eval mode; their train/eval modes are restored afterwards. ``device`` defaults to the model's.
     ``teacher_kl`` needs ``teacher`` (a model run on the same inputs) or precomputed ``teacher_logits``
-    [N, C] (e.g. the un-augmented view of the teacher-logit cache).
+    [N, C] (e.g. the un-augmented view of the teacher-logit cache). ``score_options``: the score's options
+    (:func:`score_params`; checked before any forward pass).
 
     Returns float32 [N] on the CPU. It is created under ``torch.inference_mode``: fine to sort, index and
     save, but not to modify in place (``.clone()`` it first).
     """
-    return score_with_targets(model, dataset, score, teacher, batch_size, device, teacher_logits, output_key)[0]
+    return score_with_targets(model, dataset, score, teacher, batch_size, device, teacher_logits, output_key,
+                              score_options)[0]
 
 
 @torch.inference_mode()
@@ -298,9 +340,11 @@ def score_with_targets(
     device: torch.device | str | None = None,
     teacher_logits: Tensor | None = None,
     output_key: str = LOGITS_KEY,
+    score_options: dict | BaseModel | None = None,
 ) -> tuple[Tensor, Tensor]:
     """:func:`score_instances` and the targets it read, int64 [N] on the CPU, in the same order."""
     _check_choice(score, SCORES, "score")
+    params = score_params(score, score_options)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     needs_teacher = SCORES.get(score).needs_teacher
@@ -329,7 +373,7 @@ def score_with_targets(
                 t = (logits_of(teacher(x), output_key) if use_teacher_model
                      else teacher_logits[start:start + x.shape[0]].to(device))
             start += x.shape[0]
-            chunks.append(scores_from_logits(z, y, score, teacher_logits=t).cpu())
+            chunks.append(scores_from_logits(z, y, score, teacher_logits=t, score_options=params).cpu())
             labels.append(y.long().cpu())
     finally:
         for m, mode in zip(modules, was_training):
