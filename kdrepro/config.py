@@ -8,7 +8,7 @@ A run config has flat *recipe* fields (optimisation and augmentation, as users t
     and any registered later), each with its typed parameters, e.g. ``{kd: {weight: 0.1, T: 3}}``.
 ``curriculum``
     the snapshot sequencer (:mod:`kdrepro.sequencer`): ``score``, ``order``, ``pacing`` (registered
-    names) and ``pacing_options``; ``None`` for runs without a curriculum.
+    names), ``score_options`` and ``pacing_options``; ``None`` for runs without a curriculum.
 
 ``method`` is a *preset* that fills what is not given: ``ce`` (teacher or vanilla student: CE only),
 ``kd`` (CE + KD) and ``slkd`` (CE + KD + the logit MSE of the curriculum phases, and the curriculum).
@@ -16,7 +16,9 @@ Given sections merge onto the preset: ``--set losses.kd.weight=0`` switches KD o
 adds DKD. A term's parameters come from the term's own defaults (its paper), overridden by the run's
 *recipe*, overridden by the config. Recipes, presets, the teacher rule and the run identity live in
 :mod:`kdrepro.resolution`, which turns a config into the frozen run it computes
-(:func:`~kdrepro.resolution.resolve` -> :class:`~kdrepro.resolution.ResolvedRun`).
+(:func:`~kdrepro.resolution.resolve` -> :class:`~kdrepro.resolution.ResolvedRun`) and makes every check that
+needs a component's registry (the names and options of data sets, models, loss terms, curriculum parts and
+metrics writers): this module imports no component.
 
 The sections are pydantic models (chosen over OmegaConf structured configs because pydantic validates
 on construction with custom coercion per type, reports the location of every error, and serialises to
@@ -119,17 +121,11 @@ class RunConfig(BaseModel):
     @field_validator("metrics_writers", mode="before")
     @classmethod
     def _writers(cls, v):
-        from .callbacks import METRICS_WRITERS
-
         if isinstance(v, str):
             v = [v]
-        if not isinstance(v, (list, tuple)):
-            raise ValueError(f"must be a list of writer names ({', '.join(METRICS_WRITERS.names())})")
-        for name in v:
-            if name not in METRICS_WRITERS:
-                names = METRICS_WRITERS.names()
-                raise ValueError(f"unknown writer {name!r}; choose from {', '.join(names)}{nearest(str(name), names)}")
-        return tuple(dict.fromkeys(v))
+        if not isinstance(v, (list, tuple)) or not all(isinstance(name, str) for name in v):
+            raise ValueError("must be a list of writer names, e.g. [csv, tensorboard]")
+        return tuple(dict.fromkeys(v))  # the names are checked at resolution (kdrepro.resolution)
 
     #: this config's run, resolved once (the object is frozen, so it cannot go stale)
     _resolution: ResolvedRun | None = PrivateAttr(None)

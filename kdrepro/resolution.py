@@ -297,6 +297,7 @@ def _fill(cfg: Any) -> tuple[Any, ResolvedRun | None]:
                           f"{nearest(cfg.dataset, list_datasets())}")
     if cfg.model not in list_models():
         raise ConfigError(f"model={cfg.model!r}: choose one of {', '.join(list_models())}{nearest(cfg.model, list_models())}")
+    _check_writers(cfg.metrics_writers)
     recipe = RECIPES[cfg.recipe]
     changes: dict[str, Any] = {}
     try:  # options are checked and coerced here, before any run (a teacher included) is trained
@@ -553,6 +554,17 @@ def _non_default(options: dict, defaults: dict, drop: frozenset = frozenset()) -
 
     return {k: v for k, v in sorted(options.items())
             if k not in drop and not (k in defaults and same_as_json(v, defaults[k]))}
+
+
+def _check_writers(names: tuple[str, ...]) -> None:
+    """Every metrics writer registered (:data:`kdrepro.callbacks.METRICS_WRITERS`)."""
+    from .callbacks import METRICS_WRITERS
+
+    for name in names:
+        if name not in METRICS_WRITERS:
+            known = METRICS_WRITERS.names()
+            raise ConfigError(f"metrics_writers: unknown writer {name!r}; choose from {', '.join(known)}"
+                              f"{nearest(name, known)}")
 
 
 def _data_fingerprint(cfg: Any, options: dict) -> str:

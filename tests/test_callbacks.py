@@ -102,8 +102,12 @@ def test_tensorboard_missing_is_skipped_with_one_line(monkeypatch, tmp_path):
 
 
 def test_an_unknown_writer_is_named():
-    with pytest.raises(ConfigError, match=r"metrics_writers.*unknown writer 'wandb'"):
-        RunConfig.from_dict({**BASE, "metrics_writers": ["wandb"]})
+    """The writer names are a component's registry: resolution checks them (the config checks the shape)."""
+    cfg = RunConfig.from_dict({**BASE, "metrics_writers": ["wandb"]})
+    with pytest.raises(ConfigError, match=r"^metrics_writers: unknown writer 'wandb'; choose from csv, tensorboard$"):
+        cfg.resolved()
+    with pytest.raises(ConfigError, match=r"metrics_writers.*must be a list of writer names"):
+        RunConfig.from_dict({**BASE, "metrics_writers": {"csv": 1}})
 
 
 def test_the_cli_offers_the_registered_writers():

@@ -152,6 +152,15 @@ def test_every_module_has_a_documented_layer_and_imports_no_higher_one():
     assert below_cli == []
 
 
+def test_the_config_schema_imports_no_component():
+    """``config`` holds the user-facing schema and its messages: it imports resolution and the value
+    utilities only; every check that needs a component (a registry of writers, scores, terms, data sets,
+    models) is resolution's (docs/architecture.md)."""
+    graph = import_graph(_modules())
+    assert graph["config"] <= {"resolution", "values", "registry", "yamlfile"}, graph["config"]
+    assert "resolution" in graph["config"]
+
+
 @pytest.mark.parametrize("needle", ["lock_owner(", '.lock"', "_read_lock("])
 def test_only_the_run_store_knows_where_a_runs_lock_is(needle):
     """Callers ask :meth:`RunStore.owner`/``lock_path`` by run id, so the store's ``stale_after``
