@@ -78,6 +78,15 @@ class Pair(BaseModel):
             raise ValueError(f"teacher must be a mapping with at least 'model', got {v!r}")
         _run_keys("teacher", v, STUDY_KEYS - {"model"})
         _model("teacher.model", v["model"])
+        options = v.get("model_options", {})
+        if not isinstance(options, dict):
+            raise ValueError(f"teacher.model_options must be a mapping of the model's options, got {options!r}")
+        from .models import check_model_options
+
+        try:
+            check_model_options(v["model"], options)
+        except ValueError as err:
+            raise ValueError(f"teacher.{err}") from None
         return dict(v)
 
     @field_validator("student", mode="before")
@@ -183,7 +192,9 @@ class Profile(BaseModel):
     base: dict[str, Any] = Field(description=(
         "run-config keys shared by every run, teachers included (a `curriculum` reaches the SLKD runs only); "
         "method, dataset, model, seed, teacher, device and data_root are not allowed"))
-    pairs: tuple[Pair, ...] = Field(description="`[{teacher: {model: ..., run-config keys}, student: <model>}]`")
+    pairs: tuple[Pair, ...] = Field(description=(
+        "`[{teacher: {model: ..., run-config keys}, student: <model>}]`; a teacher's `model_options` are checked "
+        "when the profile loads"))
     budgets: tuple[int, ...] = Field((), description="epoch budgets of the efficiency study (`budget_methods` at each)")
     kd_baselines: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="label -> run-config keys of a KD student (notebook 02: FitNets, AT)")

@@ -62,6 +62,15 @@ def test_a_base_curriculum_reaches_the_slkd_runs_only(tmp_path):
                 assert p.config.curriculum is None
 
 
+def test_a_pairs_teacher_carries_model_options(tmp_path):
+    pairs = [{"teacher": {"model": "resnet14", "model_options": {"shortcut": "pad"}}, "student": "resnet8"}]
+    exp = Experiment(load_profile(_write(tmp_path, pairs=pairs)), results_dir=tmp_path)
+    teacher = exp.teacher_config("digits", exp.profile.pairs[0])
+    assert teacher.model == "resnet14" and teacher.model_options == {"shortcut": "pad"}
+    plain = Experiment(load_profile(PROFILE_DIR / "smoke.yaml"), results_dir=tmp_path)
+    assert teacher.run_id != plain.teacher_config("digits", plain.profile.pairs[0]).run_id
+
+
 @pytest.mark.parametrize("changes, key", [
     ({"ablations": {"pacing": [{"linear": {"start_fractoin": 0.5}}]}}, "start_fractoin"),
     ({"ablations": {"pacing": [{"linear": {"start_fraction": 2.0}}]}}, "start_fraction"),
@@ -72,6 +81,12 @@ def test_a_base_curriculum_reaches_the_slkd_runs_only(tmp_path):
     ({"matched_steps": {7: "x"}}, "matched_steps"),
     ({"pairs": [{"teacher": {"model": "resnet14", "epochz": 3}, "student": "resnet8"}]}, r"pairs[0].teacher: unknown run-config key(s) ['epochz']"),
     ({"dataset_options": {"cifar10": {}}}, "dataset_options.cifar10"),
+    ({"pairs": [{"teacher": {"model": "resnet14", "model_options": {"shortcutt": "pad"}}, "student": "resnet8"}]},
+     "pairs[0].teacher.model_options.shortcutt: model 'resnet14' takes no option"),
+    ({"pairs": [{"teacher": {"model": "resnet14", "model_options": {"shortcut": "padd"}}, "student": "resnet8"}]},
+     "pairs[0].teacher.model_options.shortcut='padd'"),
+    ({"pairs": [{"teacher": {"model": "resnet14", "model_options": "pad"}, "student": "resnet8"}]},
+     "pairs[0].teacher.model_options must be a mapping"),
 ])
 def test_a_bad_profile_key_is_one_line_naming_the_key_and_the_file(tmp_path, changes, key):
     path = _write(tmp_path, **changes)
