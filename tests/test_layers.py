@@ -168,3 +168,25 @@ def test_only_the_run_store_knows_where_a_runs_lock_is(needle):
     users = sorted(str(f.relative_to(ROOT)) for f in PACKAGE.rglob("*.py")
                    if needle in f.read_text() and f.name not in ("runs.py", "rundir.py"))
     assert users == []
+
+
+def test_the_readmes_architecture_table_agrees_with_the_documented_layers():
+    """README's short table names, per layer, where each concept lives: every module it names is one of the
+    package (``terms/``: a subpackage) and sits in that row's layer of docs/architecture.md; any other name
+    is defined in one of the row's modules."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    layers, modules = documented_layers(), _modules()
+    rows = [m for m in re.finditer(r"^\|\s*(\d[\d, ]*)\b[^|]*\|([^|]*)\|", section, re.M)]
+    assert {int(n) for m in rows for n in m.group(1).split(",")} == set(layers.values())  # every layer
+    for m in rows:
+        row_layers = {int(n) for n in m.group(1).split(",")}
+        names = re.findall(r"`([^`]+)`", m.group(2))
+        row_modules = [n.rstrip("/") for n in names if n.rstrip("/") in modules]
+        for name in row_modules:
+            assert layer_of(name, layers) in row_layers, f"README puts {name} in layer {m.group(1)}"
+        for name in names:
+            if name.rstrip("/") not in modules:
+                defined = (re.search(rf"^(class|def) {re.escape(name)}\b", modules[mod][0].read_text(), re.M)
+                           for mod in row_modules)
+                assert any(defined), f"README's architecture table names {name!r}, which no module of its row defines"
