@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= demo
 NB ?=
+#: make reproduce: parallel training workers before the notebooks (empty: 2, or none with NB; 0: the notebooks
+#: train the runs one at a time)
 JOBS ?=
 #: every extra: `make setup` is the development environment (pyproject.toml lists what each one adds)
 EXTRAS := notebooks,test,cluster,tensorboard,docs
@@ -16,7 +18,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 help:
 	@echo "make setup      create .venv from constraints.txt (exact versions) with kdrepro (editable) and every extra"
 	@echo "make test       all tests: pytest + nbval on the stored notebooks (smoke profile)"
-	@echo "make reproduce  run every notebook headless with papermill [PROFILE=demo] [NB=03] [JOBS=2]"
+	@echo "make reproduce  train the profile's runs in JOBS workers (default 2), then run every notebook headless [PROFILE=demo] [NB=03: one notebook, its runs trained inside it] [JOBS=N]"
 	@echo "make notebooks  refresh the stored notebook outputs (smoke profile) after a deliberate change"
 	@echo "make bench      benchmark the fast path against the authors' training loop"
 	@echo "make site       build/site: docs/ and every profile's executed notebooks as one static HTML site"
@@ -38,7 +40,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow"
 
 reproduce: $(STAMP)
-	$(PY) -m kdrepro.reproduce --profile $(PROFILE) $(if $(NB),--notebook $(NB),) $(if $(JOBS),--jobs $(JOBS),)
+	$(PY) -m kdrepro.reproduce --profile $(PROFILE) $(if $(NB),--notebook $(NB),) $(if $(JOBS),--jobs $(JOBS),$(if $(NB),,--jobs 2))
 
 notebooks: $(STAMP)
 	$(PY) -m kdrepro.reproduce --profile smoke --store-in-place
