@@ -425,36 +425,42 @@ class Experiment:
         train = load_dataset(ds, root=self.data_root, train=True, **cfg.dataset_options)
         from .sequencer import SCORES
 
-        score = cfg.curriculum.score
-        score = "max_logit" if SCORES.get(score).needs_teacher else score
-        teacher_scores = self.teacher_scores(teacher_result, train, score, cfg.num_threads)
+        score, options = cfg.curriculum.score, cfg.score_options
+        if SCORES.get(score).needs_teacher:  # a teacher cannot be scored against itself
+            score, options = "max_logit", None
+        teacher_scores = self.teacher_scores(teacher_result, train, score, cfg.num_threads, score_options=options)
         return CurriculumAnatomy(result, train, result.curriculum(), teacher_scores.numpy(), score)
 
     @staticmethod
-    def teacher_scores(teacher_result: RunResult, train, score: str, num_threads: int | None = None):
-        """The teacher's ``score`` of every un-augmented training image, stored once as
-        ``<teacher run>/scores/<score>.pt`` (20 KB for 5k images) beside its summary, so that notebook 06
+    def teacher_scores(teacher_result: RunResult, train, score: str, num_threads: int | None = None,
+                       score_options=None):
+        """The teacher's ``score`` (with the run's ``score_options``) of every un-augmented training image,
+        stored once as ``<teacher run>/scores/<score>.pt`` (20 KB for 5k images; options other than the
+        score's defaults are part of the name: ``<score>(T=3.0).pt``) beside its summary, so that notebook 06
         also works from a run store without the teacher's weights (which stay out of git)."""
         from .engine import torch_threads
         from .models import create_model
         from .rundir import RunDir
-        from .sequencer import score_instances
+        from .sequencer import score_instances, score_params
 
+        params = score_params(score, score_options)
+        given = {k: v for k, v in params.model_dump().items() if v != score_params(score).model_dump()[k]}
+        name = score + (f"({', '.join(f'{k}={v}' for k, v in sorted(given.items()))})" if given else "")
         rd = RunDir(teacher_result.run_dir)
-        path = rd.scores(score)
+        path = rd.scores(name)
         if path.exists():
             stored = rd.load(path)
             if stored["fingerprint"] == train.fingerprint() and len(stored["scores"]) == len(train):
                 return stored["scores"]
         if not rd.weights.exists():
             raise FileNotFoundError(
-                f"the teacher's {score} scores ({path}) and weights ({rd.weights}) are both missing: delete the "
+                f"the teacher's {name} scores ({path}) and weights ({rd.weights}) are both missing: delete the "
                 f"teacher run {teacher_result.run_id} to retrain it")
         tcfg = teacher_result.config
         teacher = create_model(tcfg.model, train.num_classes, in_channels=train.image_shape[0],
                                weights=str(rd.weights), **tcfg.model_options)
         with torch_threads(num_threads):
-            scores = score_instances(teacher, train, score, device="cpu")
+            scores = score_instances(teacher, train, score, device="cpu", score_options=params)
         rd.save({"scores": scores, "fingerprint": train.fingerprint()}, path)
         return scores
 

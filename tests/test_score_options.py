@@ -157,3 +157,25 @@ def test_a_bad_score_variant_is_one_line_naming_the_key_and_the_file(tmp_path, s
         load_profile(path)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{path}: ") and key in message, message
+
+
+def test_the_anatomys_teacher_scores_use_the_runs_score_options(probe, tmp_path):
+    """Notebook 06 ranks the training images by the teacher with the student's score: with the run's score
+    options, stored apart from the default options' scores, and read back without the teacher's weights."""
+    from kdrepro.data import load_dataset
+    from kdrepro.runs import RunStore
+
+    teacher = RunStore(tmp_path).run(RunConfig(method="ce", dataset="digits", model="resnet8", epochs=1,
+                                               num_threads=1, progress=False), log=lambda m: None)
+    train = load_dataset("digits", train=True)
+    default = Experiment.teacher_scores(teacher, train, "probe")
+    given = Experiment.teacher_scores(teacher, train, "probe", score_options={"scale": 2, "descending": True})
+    torch.testing.assert_close(given, -2 * default)  # the probe's own definition: max logit * scale, negated
+    assert sorted(p.name for p in (teacher.run_dir / "scores").iterdir()) == \
+        ["probe(descending=True, scale=2.0).pt", "probe.pt"]
+    (teacher.run_dir / "weights.pt").unlink()
+    calls = len(probe)
+    again = Experiment.teacher_scores(teacher, train, "probe", score_options={"scale": 2.0, "descending": True})
+    assert torch.equal(again, given) and len(probe) == calls  # read from its file, not scored again
+    with pytest.raises(FileNotFoundError, match=r"probe\(scale=3.0\) scores"):
+        Experiment.teacher_scores(teacher, train, "probe", score_options={"scale": 3})
