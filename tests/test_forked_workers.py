@@ -89,3 +89,19 @@ def test_a_forked_worker_has_the_schedulers_environment_directory_output_and_sta
     fresh = subprocess.run([sys.executable, "-m", "kdrepro", *argv], capture_output=True, text=True)
     assert fresh.returncode != 0 and bad.exitcode == fresh.returncode
     assert (tmp_path / "bad.log").read_text().strip() == (fresh.stdout + fresh.stderr).strip()
+
+
+def test_a_run_on_a_gpu_starts_a_fresh_interpreter(tmp_path, monkeypatch):
+    """CUDA cannot be used in a process forked after it was initialised: a run whose device is (or resolves
+    to) a GPU is not forked. Here CUDA only looks available to the scheduler; the fresh process trains on
+    the CPU."""
+    import torch
+
+    exp = Experiment("smoke", results_dir=tmp_path)
+    teacher = exp.student_config("digits", exp.profile.pairs[0], "kd", 0).teacher
+    started = []
+    for cls in (_ForkedWorker, _ProcessWorker):
+        monkeypatch.setattr(cls, "__init__", _recording(cls.__init__, started, cls.__name__))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert launch([teacher], tmp_path, LocalExecutor(1, poll=0.2)) == [teacher.run_id]
+    assert started == ["_ProcessWorker"]

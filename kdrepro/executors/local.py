@@ -138,6 +138,15 @@ class _ForkedWorker(_Worker):
         self.proc.join()
 
 
+def _on_cpu(cfg) -> bool:
+    """Whether a run trains on the CPU. Only those are forked: CUDA cannot be used in a process forked
+    after CUDA was initialised, and nothing guarantees that importing torch and kdrepro in the fork server
+    leaves it uninitialised on every system, so a run on a GPU starts a fresh interpreter."""
+    import torch
+
+    return cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+
+
 def _wait_for_workers(running: list[PlannedRun], timeout: float) -> None:
     """Sleep ``timeout`` seconds, or less: until one of the running workers exits, where every one of them
     can say so (a forked worker's sentinel)."""
@@ -188,8 +197,8 @@ class LocalExecutor(Executor):
     ``launcher``: ``"process"`` (``kdrepro train`` in a process of its own; needs nothing beyond kdrepro) or
     ``"submitit"`` (a :class:`TrainRun` job of submitit's ``LocalExecutor``: the job body of the Slurm
     executor). With ``"process"`` each run's process is forked from a fork server that has imported torch and
-    kdrepro once (:class:`_ForkedWorker`); ``preload=False``, or a system without ``fork``, starts
-    ``python -m kdrepro train`` afresh for every run (:class:`_ProcessWorker`). The scheduler wakes when a
+    kdrepro once (:class:`_ForkedWorker`); ``preload=False``, a system without ``fork``, or a run on a GPU
+    starts ``python -m kdrepro train`` afresh for every run (:class:`_ProcessWorker`). The scheduler wakes when a
     forked worker exits, else every ``poll`` seconds.
     """
 
@@ -323,7 +332,7 @@ class LocalExecutor(Executor):
         job.log = logs / f"{job.run_id}.log"
         if executor is not None:
             job.worker = _SubmititWorker(executor, job, results)
-        elif self._fork is not None:
+        elif self._fork is not None and _on_cpu(job.cfg):
             job.worker = _ForkedWorker(self._fork, job, tmp, results)
         else:
             job.worker = _ProcessWorker(job, tmp, results)
