@@ -37,8 +37,6 @@ ABLATION_SEEDS = {int(s) for s in re.search(r"^ablation_seeds:\s*\[([\d,\s]+)\]"
 BUDGET_SEEDS = {int(s) for s in re.search(r"^budget_seeds:\s*\[([\d,\s]+)\]", (
     ROOT / "kdrepro" / "profiles" / "cpu300.yaml").read_text(), re.M).group(1).split(",")}
 
-pytestmark = pytest.mark.skipif(not (TABLES / "01_teachers_and_students.csv").exists(),
-                                reason="no committed cpu300 results")
 
 # which study each table is computed from (the notebooks' exp.<study>() calls)
 STUDY_OF_TABLE = {"01_teachers_and_students": "baselines", "02_kd_baselines": "kd_baselines",
@@ -71,10 +69,11 @@ def _runs() -> list[tuple[dict, dict]]:
     return out
 
 
-def _csv(name: str) -> list[dict] | None:
+def _csv(name: str) -> list[dict]:
+    """A committed table of the profile; a missing one fails the test that reads it (never a skip)."""
     path = TABLES / f"{name}.csv"
-    if not path.exists():
-        return None
+    assert path.exists(), (f"{path} is missing: the committed cpu300 tables come from `make reproduce "
+                           "PROFILE=cpu300` (python -m kdrepro.reproduce --profile cpu300 --no-train)")
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -142,7 +141,7 @@ def test_slkd_minus_kd_is_paired_by_seed_from_the_committed_runs():
     runs = _runs()
     slkd = _by_seed(runs, lambda c: _slkd(c) and c["epochs"] == 300)
     kd = _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 300)
-    rows = _csv("03_slkd_minus_kd") or []
+    rows = _csv("03_slkd_minus_kd")
     if not set(slkd) & set(kd):
         assert rows == [], "a paired row without a pair of runs"
         return
@@ -152,8 +151,6 @@ def test_slkd_minus_kd_is_paired_by_seed_from_the_committed_runs():
 
 def test_ordering_ablation_is_paired_by_seed_from_the_committed_runs():
     rows = _csv("04_order_paired")
-    if rows is None:
-        pytest.skip("notebook 04 skipped: no ordering run finished yet")
     runs = _runs()
     by_order = {o: _by_seed(runs, lambda c, o=o: _slkd(c, o) and c["epochs"] == 300)
                 for o in ("easy_first", "hard_first", "random")}
@@ -167,8 +164,6 @@ def test_mse_split_is_paired_by_seed_from_the_committed_runs():
     """04_mse_paired: SLKD without its MSE term, and KD with it (pacing full), against KD and SLKD, recomputed
     from the runs of the ablation seeds."""
     rows = _csv("04_mse_paired")
-    if rows is None:
-        pytest.skip("notebook 04 skipped: no ablation run finished yet")
     runs = [(c, s) for c, s in _runs() if c["seed"] in ABLATION_SEEDS]
     picks = {"kd": _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 300),
              "slkd": _by_seed(runs, lambda c: _slkd(c) and c["epochs"] == 300),
@@ -187,8 +182,6 @@ def test_mse_split_is_paired_by_seed_from_the_committed_runs():
 
 def test_budget_curve_is_paired_by_seed_from_the_committed_runs():
     rows = _csv("05_budget_paired")
-    if rows is None:
-        pytest.skip("notebook 05 skipped: no budget run finished yet")
     runs = [(c, s) for c, s in _runs() if c["seed"] in BUDGET_SEEDS]
     rows = {int(r["epochs"]): r for r in rows if (r["a"], r["b"]) == ("slkd", "kd")}
     expected = {}
@@ -208,8 +201,6 @@ def test_budget_curve_is_paired_by_seed_from_the_committed_runs():
 
 def test_matched_step_comparison_is_paired_by_seed_from_the_committed_runs():
     rows = _csv("05_matched_steps")
-    if rows is None:
-        pytest.skip("no matched-step pair finished yet")
     runs = [(c, s) for c, s in _runs() if c["seed"] in BUDGET_SEEDS]  # the matched study's seeds
     slkd = _by_seed(runs, lambda c: _slkd(c) and c["epochs"] == 300)
     kd = _by_seed(runs, lambda c: _kd(c) and c["epochs"] == 300)
@@ -293,8 +284,7 @@ def test_every_committed_student_was_taught_by_the_committed_teacher_weights(wei
     summary names their hash, and every student's summary names the hash of the weights that taught it."""
     teacher_dir = RUNS / TEACHER_ID
     students = [(c, s) for c, s in _runs() if c["method"] != "ce"]
-    if not students and not teacher_dir.exists():
-        pytest.skip("no cpu300 teacher or student committed yet")
+    assert students and teacher_dir.exists(), "no cpu300 teacher or student is committed"
     weights = teacher_dir / "weights.pt"
     assert weights.exists(), f"the cpu300 teacher's weights ({weights}) are not committed"
     expected = weights_file_hash(weights)
@@ -350,8 +340,7 @@ def test_runs_trained_on_a_gpu_computed_in_float32():
         if str(env.get("device", "")).startswith("cuda"):
             cuda.append(d.name)
             assert env.get("tf32") is False, f"{d.name}: trained on {env.get('device_name')} with tf32={env.get('tf32')!r}"
-    if not cuda:
-        pytest.skip("no committed run was trained on a GPU")
+    assert cuda, "no committed run says it was trained on a GPU, but the profile's 20/60/120-epoch budgets were"
 
 
 # ------------------------------------------------------------------ the analysis plan's tests (issue 27)
@@ -484,3 +473,30 @@ def test_no_run_of_the_profile_diverged():
     run here means the hypothesis tables must first apply the plan's rule to it."""
     diverged = [s["run_id"] for _, s in _runs() if s.get("last_top1") is None or "diverged" in (s.get("flags") or [])]
     assert not diverged, f"cpu300 runs diverged: {diverged}; apply the analysis plan's Outcome rule (amendment 2)"
+
+
+def _num(text: str) -> float:
+    return float(text.replace("−", "-").replace("+", "").replace(",", ""))
+
+
+def test_the_budget_rows_of_the_readme_and_the_results_page_are_the_tables_numbers():
+    """README's answer table and the results page's budget curve quote, per budget, KD and SLKD (mean ± std),
+    SLKD − KD paired (mean ± std) and the seeds SLKD wins: each must be the committed tables' number, and
+    every budget of the tables must be on the results page."""
+    budgets = {(r["method"], int(r["epochs"])): r for r in _csv("05_budgets")}
+    paired = {int(r["epochs"]): r for r in _csv("05_budget_paired") if (r["a"], r["b"]) == ("slkd", "kd")}
+    pm = r"([−+-]?[\d.]+) ± ([\d.]+)"
+    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "results-cpu300.md").read_text()
+    quoted = [(int(m[1]), m.groups()[1:]) for m in re.finditer(
+        rf"^\| (\d+) epochs \| {pm} \| {pm} \| {pm} \| (\d+)/(\d+) \|", readme, re.M)]
+    on_page = [(int(m[1]), m.groups()[3:]) for m in re.finditer(
+        rf"^\| (\d+) \| ([\d,]+) \| ([\d,]+) \| {pm} \| {pm} \| {pm} \| (\d+)/(\d+) \|", page, re.M)]
+    assert len(quoted) >= 4 and {e for e, _ in on_page} == set(paired)
+    for epochs, (kd, kd_sd, slkd, slkd_sd, diff, diff_sd, wins, seeds) in quoted + on_page:
+        for (mean, sd), row in (((kd, kd_sd), budgets["kd", epochs]), ((slkd, slkd_sd), budgets["slkd", epochs])):
+            assert (_num(mean), _num(sd)) == (round(float(row["last_mean"]), 2), round(float(row["last_std"]), 2)), \
+                f"{row['method']} at {epochs} epochs"
+        p = paired[epochs]
+        assert (_num(diff), _num(diff_sd)) == (round(float(p["diff_mean"]), 2), round(float(p["diff_std"]), 2)), epochs
+        assert (int(wins), int(seeds)) == (int(p["wins"]), int(p["seeds"])), epochs
