@@ -444,7 +444,8 @@ class Experiment:
         from .sequencer import score_instances, score_params
 
         params = score_params(score, score_options)
-        given = {k: v for k, v in params.model_dump().items() if v != score_params(score).model_dump()[k]}
+        defaults = score_params(score).model_dump()
+        given = {k: v for k, v in params.model_dump().items() if v != defaults[k]}
         name = score + (f"({', '.join(f'{k}={v}' for k, v in sorted(given.items()))})" if given else "")
         rd = RunDir(teacher_result.run_dir)
         path = rd.scores(name)

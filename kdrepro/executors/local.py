@@ -48,15 +48,20 @@ class _Worker:
         raise NotImplementedError
 
 
+def _train_argv(job: PlannedRun, tmp: Path, results: Path) -> list[str]:
+    """``kdrepro train``'s arguments for ``job``, its config written to ``tmp`` (both launchers use them)."""
+    cfg_file = tmp / f"{job.run_id}.json"
+    cfg_file.write_text(json.dumps(job.config_dict()))
+    return ["train", "--config", str(cfg_file), "--results", str(results)]
+
+
 class _ProcessWorker(_Worker):
     """``python -m kdrepro train --config <cfg.json> --results <results>``, output to the run's log."""
 
     def __init__(self, job: PlannedRun, tmp: Path, results: Path):
-        cfg_file = tmp / f"{job.run_id}.json"
-        cfg_file.write_text(json.dumps(job.config_dict()))
+        argv = _train_argv(job, tmp, results)
         with open(job.log, "a") as fh:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kdrepro", "train", "--config", str(cfg_file),
-                                          "--results", str(results)], stdout=fh, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([sys.executable, "-m", "kdrepro", *argv], stdout=fh, stderr=subprocess.STDOUT)
         self.job_id = str(self.proc.pid)
         self.stdout = self.stderr = self.result = None
 
@@ -118,9 +123,7 @@ class _ForkedWorker(_Worker):
     :class:`_ProcessWorker`."""
 
     def __init__(self, ctx, job: PlannedRun, tmp: Path, results: Path):
-        cfg_file = tmp / f"{job.run_id}.json"
-        cfg_file.write_text(json.dumps(job.config_dict()))
-        argv = ["train", "--config", str(cfg_file), "--results", str(results)]
+        argv = _train_argv(job, tmp, results)
         self.proc = ctx.Process(target=_train_in_child, args=(argv, str(job.log), dict(os.environ), os.getcwd()),
                                 name=f"kdrepro-{job.run_id}")
         self.proc.start()
