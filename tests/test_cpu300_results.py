@@ -500,3 +500,48 @@ def test_the_budget_rows_of_the_readme_and_the_results_page_are_the_tables_numbe
         p = paired[epochs]
         assert (_num(diff), _num(diff_sd)) == (round(float(p["diff_mean"]), 2), round(float(p["diff_std"]), 2)), epochs
         assert (int(wins), int(seeds)) == (int(p["wins"]), int(p["seeds"])), epochs
+
+
+def test_the_results_pages_copies_of_tables_are_the_committed_tables():
+    """The results page shows some tables of the profile as copies (between ``<!-- table:NAME -->`` markers,
+    rewritten by tools/cpu300_status.py): each copy must be the table rows of the committed NAME.md, so a
+    harvest that changes a table and leaves the page behind fails."""
+    page = RESULTS_PAGE.read_text()
+    names = re.findall(r"<!-- table:(\w+) -->", page)
+    assert {"04_order_paired", "04_mse_paired"} <= set(names), names
+    for name in names:
+        copy = re.search(rf"<!-- table:{name} -->\n(.*?)<!-- /table:{name} -->", page, re.S).group(1)
+        table = TABLES / f"{name}.md"
+        assert table.exists(), f"{RESULTS_PAGE.name} copies {table}, which is not committed"
+        rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
+        assert copy.splitlines() == rows, f"{RESULTS_PAGE.name}'s copy of {name} is not the committed table: " \
+                                          "run `python tools/cpu300_status.py`"
+
+
+def test_the_results_pages_main_table_and_vanilla_gains_come_from_the_runs():
+    """The results page's main table (method, last and best mean ± std, seeds) is the committed 03_main_table,
+    and its gains over the vanilla students (KD − vanilla, SLKD − vanilla, paired by seed, with the seeds
+    ahead) are recomputed here from the runs' summaries."""
+    page = RESULTS_PAGE.read_text()
+    names = {"teacher (wrn_16_2)": "teacher", "vanilla student": "vanilla", "KD": "kd", "SLKD": "slkd"}
+    rows = {r["method"]: r for r in _csv("03_main_table")}
+    pm = r"([\d.]+)(?: ± ([\d.]+))?"
+    found = set()
+    for m in re.finditer(rf"^\| (teacher \(wrn_16_2\)|vanilla student|KD|SLKD) \| {pm} \| {pm} \| (\d+) \| [\d,]+ \|$",
+                         page, re.M):
+        row, found = rows[names[m[1]]], found | {m[1]}
+        assert _num(m[2]) == round(float(row["last_mean"]), 2) and _num(m[4]) == round(float(row["best_mean"]), 2), m[1]
+        if m[3]:
+            assert _num(m[3]) == round(float(row["last_std"]), 2), m[1]
+        assert int(m[6]) == int(row["seeds"]), m[1]
+    assert found == set(names), f"main-table rows missing from {RESULTS_PAGE.name}: {set(names) - found}"
+    runs = [r for r in _runs() if r[0]["epochs"] == 300]
+    vanilla = _by_seed(runs, lambda c: c["method"] == "ce")
+    for label, pick in (("KD", _kd), ("SLKD", _slkd)):
+        arm = _by_seed(runs, pick)
+        diffs = [arm[s]["last_top1"] - vanilla[s]["last_top1"] for s in sorted(set(arm) & set(vanilla))]
+        quoted = re.findall(rf"(?<![A-Za-z]){label} − vanilla ([+−-][\d.]+) ± ([\d.]+),(?: ahead on)? (\d+) of (\d+)", page)
+        assert quoted, f"{RESULTS_PAGE.name} quotes no '{label} − vanilla'"
+        for mean, sd, wins, n in quoted:
+            assert (_num(mean), _num(sd)) == (round(statistics.mean(diffs), 2), round(statistics.stdev(diffs), 2)), label
+            assert (int(wins), int(n)) == (sum(d > 0 for d in diffs), len(diffs)), label

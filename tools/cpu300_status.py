@@ -1,5 +1,6 @@
 """Rewrite the cpu300 status block of docs/results-cpu300.md from the
-committed runs of the profile, in the profile's run order (tests/test_cpu300_results.py checks the block against
+committed runs of the profile, in the profile's run order, and its copies of committed tables (`<!-- table:NAME -->`)
+from results/cpu300/tables (tests/test_cpu300_results.py checks the block and the copies against
 the runs). Run from the repository root after committing new runs: `python tools/cpu300_status.py`."""
 import json, re, sys
 from pathlib import Path
@@ -52,3 +53,14 @@ new = (f"{len(rows)} of {len(configs)} runs finished.\n" + head[head.index("\n")
        + "\n".join(rows) + "\n\n</details>\n")
 page.write_text(text.replace(old, new))
 print(f"{len(rows)} of {len(configs)} runs listed")
+
+# the results page's copies of committed tables, between `<!-- table:NAME -->` and `<!-- /table:NAME -->`
+# (tests/test_cpu300_results.py checks each copy against results/cpu300/tables/NAME.md)
+text = page.read_text()
+for name in re.findall(r"<!-- table:(\w+) -->", text):
+    table = "".join(line + "\n" for line in (root / "results" / "cpu300" / "tables" / f"{name}.md")
+                    .read_text().splitlines() if line.startswith("|"))
+    text = re.sub(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)",
+                  lambda m: m.group(1) + table + m.group(2), text, flags=re.S)
+    print(f"table {name} copied")
+page.write_text(text)
