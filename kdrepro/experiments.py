@@ -352,6 +352,21 @@ class Experiment:
         table.attrs["missing"] = missing
         return table
 
+    def every_run(self) -> pd.DataFrame:
+        """Every finished run of the profile (:meth:`all_configs`, teachers included), one row each, labelled
+        by data set, method, model and seed; never trains. The runs not finished are named in
+        ``table.attrs["missing"]``. Notebook 05 sums their run time per device kind from it."""
+        rows, missing = [], []
+        for cfg in self.all_configs():
+            if self.store.status(cfg) != "finished":
+                missing.append(f"{cfg.method} {cfg.model} seed {cfg.seed} [{cfg.run_id}]")
+                continue
+            labels = {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "seed": cfg.seed}
+            rows.append(run_row(self.store.run(cfg, train=False), labels))
+        table = pd.DataFrame(rows, columns=_columns(rows))
+        table.attrs["missing"] = missing
+        return table
+
     def baselines(self) -> pd.DataFrame:
         return self.run_study("baselines")
 

@@ -328,12 +328,14 @@ def format_hypotheses(tests: pd.DataFrame) -> pd.DataFrame:
     if tests.empty:
         return pd.DataFrame()
     paired_seeds = [", ".join(map(str, s)) or "none" for s in tests["paired_seeds"]]
+    one_kind = ["none" if not s else f"seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))}"
+                for s in tests["paired_seeds"]]
     return pd.DataFrame({
         "hypothesis": tests["hypothesis"] + ": " + tests["claim"],
         "primary test": [f"paired, n = {n} (seeds {s})" if p == "paired" else
-                         f"Welch, {a} + {b} seeds (paired only on seeds {s})"
-                         for p, n, s, a, b in zip(tests["primary"], tests["paired_n"], paired_seeds,
-                                                  tests["seeds_first"], tests["seeds_second"])],
+                         f"Welch, {a} + {b} seeds (pairs on one device kind: {k})"
+                         for p, n, s, k, a, b in zip(tests["primary"], tests["paired_n"], paired_seeds, one_kind,
+                                                     tests["seeds_first"], tests["seeds_second"])],
         "difference [95 % CI]": [_fmt_ci(e, lo, hi) for e, lo, hi in zip(tests["estimate"], tests["low"], tests["high"])],
         "t (df)": ["—" if math.isnan(t) else f"{t:.2f} ({df:.1f})" for t, df in
                    zip(tests["paired_t"].where(tests["primary"] == "paired", tests["welch_t"]),
@@ -578,6 +580,37 @@ def timing_table(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
         out = out.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
     out["seconds / 1k iterations"] = 1000 * out["train_seconds"] / out["iterations"]
     return round_table(out, 1)
+
+
+@_carries_missing
+def compute_by_device(runs: pd.DataFrame) -> pd.DataFrame:
+    """The compute a set of runs took, per device kind (the ``device`` column,
+    :func:`kdrepro.experiments.run_device`), in order of first appearance, and in all: runs, epochs trained
+    and summed run time (each summary's ``wall_seconds``: the epochs' own time, resumptions counted once;
+    not the teacher-logit caches, nor time lost to an interrupted epoch)."""
+    if runs.empty:
+        return pd.DataFrame(columns=["device", "runs", "epochs", "run_hours"])
+    g = runs.groupby("device", sort=False)
+    out = pd.DataFrame({"device": list(g.groups), "runs": g.size().values, "epochs": g["epochs"].sum().values,
+                        "run_hours": g["wall_seconds"].sum().values / 3600})
+    total = pd.DataFrame({"device": ["all"], "runs": [len(runs)], "epochs": [int(runs["epochs"].sum())],
+                          "run_hours": [runs["wall_seconds"].sum() / 3600]})
+    return pd.concat([out, total], ignore_index=True)
+
+
+@_carries_missing
+def format_compute(compute: pd.DataFrame) -> pd.DataFrame:
+    """Display form of :func:`compute_by_device`: the total in bold, hours to one decimal."""
+    if compute.empty:
+        return pd.DataFrame()
+    bold = [d == "all" for d in compute["device"]]
+    cell = lambda v, b: f"**{v}**" if b else str(v)  # noqa: E731
+    return pd.DataFrame({
+        "device": [cell("all devices", b) if b else d for d, b in zip(compute["device"], bold)],
+        "runs": [cell(int(v), b) for v, b in zip(compute["runs"], bold)],
+        "epochs trained": [cell(f"{int(v):,}", b) for v, b in zip(compute["epochs"], bold)],
+        "run time (hours, summed)": [cell(f"{v:.1f}", b) for v, b in zip(compute["run_hours"], bold)],
+    })
 
 
 def round_table(table: pd.DataFrame, digits: int | dict[str, int] = 2) -> pd.DataFrame:
@@ -1098,7 +1131,9 @@ def paired_long(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str, str]],
     """Per-seed differences for figures: one row per (comparison label, group ``by``, seed) with
     ``diff = a - b`` of ``metric``, for each ``(label, a, b)`` in ``comparisons`` (methods of ``runs``).
     Where a group holds several teacher-student pairs (two pairs per data set), each pair is its own group,
-    labelled ``"<group>: <teacher> → <student>"``; a seed twice in one group and method is an error."""
+    labelled ``"<group>: <teacher> → <student>"``; a seed twice in one group and method is an error.
+    ``crosses`` is True where the two runs of a pair were trained on different device kinds (the ``device``
+    column, where ``runs`` has one): figures mark those pairs, which read as unpaired."""
     rows = []
     keys = [by] if by else []
     split = _with_pair(runs, keys) if keys else keys
@@ -1119,14 +1154,17 @@ def paired_long(runs: pd.DataFrame, comparisons: Sequence[tuple[str, str, str]],
             ga, gb = ga.set_index("seed"), gb.set_index("seed")
             for seed in ga.index:
                 if seed in gb.index and pd.notna(ga.at[seed, metric]) and pd.notna(gb.at[seed, metric]):
+                    crosses = "device" in ga.columns and ga.at[seed, "device"] != gb.at[seed, "device"]
                     rows.append({"comparison": label, "group": key, "seed": seed,
-                                 "diff": float(ga.at[seed, metric]) - float(gb.at[seed, metric])})
-    return pd.DataFrame(rows, columns=["comparison", "group", "seed", "diff"])
+                                 "diff": float(ga.at[seed, metric]) - float(gb.at[seed, metric]),
+                                 "crosses": bool(crosses)})
+    return pd.DataFrame(rows, columns=["comparison", "group", "seed", "diff", "crosses"])
 
 
 def plot_paired(long: pd.DataFrame, title: str = "Paired by seed", xlabel: str = ""):
     """Paired differences (points): every seed's difference (seaborn strip plot) and their mean ± std
-    (seaborn point plot), one column per comparison (hue: the group, e.g. the budget), a line at zero."""
+    (seaborn point plot), one column per comparison (hue: the group, e.g. the budget), a line at zero. A pair
+    whose two runs trained on different device kinds (``crosses``, :func:`paired_long`) is drawn as a cross."""
     if long.empty:
         import matplotlib.pyplot as plt
 
@@ -1143,17 +1181,24 @@ def plot_paired(long: pd.DataFrame, title: str = "Paired by seed", xlabel: str =
     data = long.assign(group=long["group"].astype(str)) if hue else long
     if not hue and long["group"].notna().any():  # one group (e.g. one budget so far): name it on the axis
         data = long.assign(comparison=long["comparison"] + f" ({long['group'].iloc[0]})")
+    order = list(dict.fromkeys(data["comparison"]))
+    hue_order = list(dict.fromkeys(data["group"])) if hue else None
+    crosses = data["crosses"].astype(bool) if "crosses" in data else pd.Series(False, index=data.index)
     with _fixed_jitter():
-        sns.stripplot(data=data, x="comparison", y="diff", hue=hue, dodge=bool(hue), jitter=0.08, size=4, alpha=0.6,
-                      ax=ax, legend=False, palette="deep" if hue else None, color=None if hue else "tab:blue")
-    sns.pointplot(data=data, x="comparison", y="diff", hue=hue, dodge=0.4 if hue else False, errorbar="sd",
-                  capsize=0.1, markers="D", linestyle="none", ax=ax, palette="deep" if hue else None,
-                  color=None if hue else "black")
+        for part, marker in ((data[~crosses], "o"), (data[crosses], "X")):
+            if len(part):
+                sns.stripplot(data=part, x="comparison", y="diff", hue=hue, order=order, hue_order=hue_order,
+                              dodge=bool(hue), jitter=0.08, size=4 if marker == "o" else 5, alpha=0.6, marker=marker,
+                              ax=ax, legend=False, palette="deep" if hue else None, color=None if hue else "tab:blue")
+    sns.pointplot(data=data, x="comparison", y="diff", hue=hue, order=order, hue_order=hue_order,
+                  dodge=0.4 if hue else False, errorbar="sd", capsize=0.1, markers="D", linestyle="none", ax=ax,
+                  palette="deep" if hue else None, color=None if hue else "black")
     ax.axhline(0, color="k", lw=0.8)
     n = data.groupby(["comparison"] + (["group"] if hue else []))["seed"].nunique()
     seeds = sorted(set(int(v) for v in n))
     ax.set_title(f"{title}: points = seeds; diamond = mean ± std ({', '.join(map(str, seeds))} "
-                 f"seed{'' if seeds == [1] else 's'})",
+                 f"seed{'' if seeds == [1] else 's'})" + ("\n× = a pair trained on two device kinds (read as unpaired)"
+                                                          if crosses.any() else ""),
                  fontsize="medium")
     ax.set_ylabel("difference in test top-1 (points)")
     ax.set_xlabel(xlabel)

@@ -502,20 +502,29 @@ def test_the_budget_rows_of_the_readme_and_the_results_page_are_the_tables_numbe
         assert (int(wins), int(seeds)) == (int(p["wins"]), int(p["seeds"])), epochs
 
 
-def test_the_results_pages_copies_of_tables_are_the_committed_tables():
-    """The results page shows some tables of the profile as copies (between ``<!-- table:NAME -->`` markers,
-    rewritten by tools/cpu300_status.py): each copy must be the table rows of the committed NAME.md, so a
-    harvest that changes a table and leaves the page behind fails."""
-    page = RESULTS_PAGE.read_text()
-    names = re.findall(r"<!-- table:(\w+) -->", page)
-    assert {"04_order_paired", "04_mse_paired"} <= set(names), names
-    for name in names:
-        copy = re.search(rf"<!-- table:{name} -->\n(.*?)<!-- /table:{name} -->", page, re.S).group(1)
+def test_the_copies_of_tables_in_the_results_page_and_readme_are_the_committed_tables():
+    """The results page and README show some tables of the profile as copies (between ``<!-- table:NAME -->``
+    markers, or ``<!-- table:NAME cols: A; B -->`` for those columns only; rewritten by tools/cpu300_status.py):
+    each copy must be the rows of the committed NAME.md (those columns, in that order), so a harvest that
+    changes a table and leaves a page behind fails."""
+    copies = {}
+    for path in (RESULTS_PAGE, ROOT / "README.md"):
+        text = path.read_text()
+        for name, cols, body in re.findall(r"<!-- table:(\w+)(?: cols: ([^>]*?))? -->\n(.*?)<!-- /table:\1 -->",
+                                           text, re.S):
+            copies[path.name, name] = (cols, body)
+    assert {("results-cpu300.md", "04_order_paired"), ("results-cpu300.md", "04_mse_paired"),
+            ("README.md", "04_hypotheses")} <= set(copies), sorted(copies)
+    for (page, name), (cols, body) in copies.items():
         table = TABLES / f"{name}.md"
-        assert table.exists(), f"{RESULTS_PAGE.name} copies {table}, which is not committed"
-        rows = [line for line in table.read_text().splitlines() if line.startswith("|")]
-        assert copy.splitlines() == rows, f"{RESULTS_PAGE.name}'s copy of {name} is not the committed table: " \
-                                          "run `python tools/cpu300_status.py`"
+        assert table.exists(), f"{page} copies {table}, which is not committed"
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+                for line in table.read_text().splitlines() if line.startswith("|")]
+        if cols:
+            keep = [rows[0].index(c.strip()) for c in cols.split(";")]
+            rows = [[row[i] for i in keep] for row in rows]
+        shown = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines()]
+        assert shown == rows, f"{page}'s copy of {name} is not the committed table: run `python tools/cpu300_status.py`"
 
 
 def test_the_results_pages_main_table_and_vanilla_gains_come_from_the_runs():
@@ -545,3 +554,39 @@ def test_the_results_pages_main_table_and_vanilla_gains_come_from_the_runs():
         for mean, sd, wins, n in quoted:
             assert (_num(mean), _num(sd)) == (round(statistics.mean(diffs), 2), round(statistics.stdev(diffs), 2)), label
             assert (int(wins), int(n)) == (sum(d > 0 for d in diffs), len(diffs)), label
+
+
+def _device_label(env: dict) -> str:
+    """A run's device kind as the tables print it, from its summary's environment, written out here: the GPU's
+    name, or the CPU's name with its model where the summary records one (the analysis plan's amendment 1)."""
+    name = " ".join(env.get("device_name", "").replace("(R)", "").replace(" Processor", "").split())
+    if env.get("device", "cpu").startswith("cuda"):
+        return f"GPU: {name}"
+    if name in ("", "cpu"):
+        return "CPU: model not recorded"
+    model = env.get("cpu_model")
+    return f"CPU: {name} ({model})" if model and model != "unknown" else f"CPU: {name}"
+
+
+def test_compute_table_sums_every_finished_run_of_the_profile_per_device_kind():
+    """05_compute (notebook 05) is every finished run of the profile, teacher included, grouped by device kind:
+    runs, epochs and summed ``wall_seconds``, with a total, recomputed from the runs' summaries; the runs not
+    yet finished are named under it."""
+    configs = experiments.Experiment("cpu300", results_dir=ROOT / "results").all_configs()
+    assert len(configs) == PROFILE_RUNS
+    groups: dict[str, list[dict]] = {}
+    for cfg in configs:
+        run = _load(RUNS / cfg.run_id)
+        if run is not None:
+            groups.setdefault(_device_label(run[1]["environment"]), []).append(run[1])
+    rows = {r["device"]: r for r in _csv("05_compute")}
+    every = [s for group in groups.values() for s in group]
+    assert set(rows) == set(groups) | {"all"}
+    for device, summaries in list(groups.items()) + [("all", every)]:
+        row = rows[device]
+        assert int(row["runs"]) == len(summaries), device
+        assert int(row["epochs"]) == sum(s["epochs"] for s in summaries), device
+        assert float(row["run_hours"]) == pytest.approx(sum(s["wall_seconds"] for s in summaries) / 3600, rel=1e-9)
+    shown = (TABLES / "05_compute.md").read_text()
+    lacking = len(configs) - len(every)
+    assert (f"**Incomplete: {lacking} run(s)" in shown) if lacking else ("Incomplete" not in shown)

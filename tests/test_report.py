@@ -318,6 +318,24 @@ def test_paired_long_by_hand_and_the_paired_figure_names_its_spread():
     assert labels == ["a − b (10)"]
     one = report.plot_paired(long[long["seed"] == 0], "test")
     assert "(1 seed)" in one.axes[0].get_title()
+    assert not long["crosses"].any() and "×" not in title  # no device column: nothing is marked
+
+
+def test_paired_figure_marks_the_pairs_that_cross_device_kinds():
+    """Seed 1's two runs trained on different device kinds: its pair is flagged, drawn as a cross (an "X"
+    marker beside the filled points of the others), and the title says what a cross means."""
+    import pandas as pd
+    from matplotlib.collections import PathCollection
+
+    runs = pd.DataFrame({"method": ["a", "b"] * 3, "seed": [0, 0, 1, 1, 2, 2], "epochs": [10] * 6,
+                         "last_top1": [70.0, 68.5, 71.0, 71.5, 72.0, 70.0],
+                         "device": ["CPU: x", "CPU: x", "GPU: y", "CPU: x", "CPU: x", "CPU: x"]})
+    long = report.paired_long(runs, [("a − b", "a", "b")])
+    assert long[["seed", "crosses"]].values.tolist() == [[0, False], [1, True], [2, False]]
+    fig = report.plot_paired(long, "test")
+    assert "× = a pair trained on two device kinds" in fig.axes[0].get_title()
+    sizes = [len(c.get_offsets()) for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    assert 2 in sizes and 1 in sizes  # the two same-device pairs, then the crossing one
 
 
 def test_flagged_runs_get_a_column_only_when_there_are_some():
@@ -410,3 +428,18 @@ def test_figures_with_jittered_seed_points_are_the_same_whatever_ran_before(tmp_
     np.random.seed(5)
     report.plot_paired(long, "t")
     assert np.random.uniform() == render_free
+
+
+def test_compute_by_device_by_hand():
+    """Three runs on two device kinds: 1.5 h + 0.5 h on the CPU, 0.25 h on the GPU; the total row sums all."""
+    runs = pd.DataFrame({"device": ["CPU: x", "GPU: y", "CPU: x"], "epochs": [300, 100, 80],
+                         "wall_seconds": [5400.0, 900.0, 1800.0]})
+    runs.attrs["missing"] = ["kd resnet8 seed 3 [kd-abc]"]
+    out = report.compute_by_device(runs)
+    assert out["device"].tolist() == ["CPU: x", "GPU: y", "all"]
+    assert out["runs"].tolist() == [2, 1, 3] and out["epochs"].tolist() == [380, 100, 480]
+    assert out["run_hours"].tolist() == pytest.approx([2.0, 0.25, 2.25])
+    shown = report.format_compute(out)
+    assert shown.iloc[-1].tolist() == ["**all devices**", "**3**", "**480**", "**2.2**"]
+    assert "1 run(s)" in report.missing_note(shown)
+    assert report.compute_by_device(runs.iloc[:0]).empty

@@ -54,13 +54,23 @@ new = (f"{len(rows)} of {len(configs)} runs finished.\n" + head[head.index("\n")
 page.write_text(text.replace(old, new))
 print(f"{len(rows)} of {len(configs)} runs listed")
 
-# the results page's copies of committed tables, between `<!-- table:NAME -->` and `<!-- /table:NAME -->`
+# copies of committed tables in the results page and README, between `<!-- table:NAME -->` (or
+# `<!-- table:NAME cols: A; B; C -->`, those columns only) and `<!-- /table:NAME -->`
 # (tests/test_cpu300_results.py checks each copy against results/cpu300/tables/NAME.md)
-text = page.read_text()
-for name in re.findall(r"<!-- table:(\w+) -->", text):
-    table = "".join(line + "\n" for line in (root / "results" / "cpu300" / "tables" / f"{name}.md")
-                    .read_text().splitlines() if line.startswith("|"))
-    text = re.sub(rf"(<!-- table:{name} -->\n).*?(<!-- /table:{name} -->)",
-                  lambda m: m.group(1) + table + m.group(2), text, flags=re.S)
-    print(f"table {name} copied")
-page.write_text(text)
+def table_rows(name: str, cols: str | None) -> str:
+    lines = [line for line in (root / "results" / "cpu300" / "tables" / f"{name}.md").read_text().splitlines()
+             if line.startswith("|")]
+    if not cols:
+        return "".join(line + "\n" for line in lines)
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    keep = [cells[0].index(c.strip()) for c in cols.split(";")]
+    return "".join("| " + " | ".join(row[i] for i in keep) + " |\n" for row in cells)
+
+
+for path in (page, root / "README.md"):
+    text = path.read_text()
+    for name, cols in re.findall(r"<!-- table:(\w+)(?: cols: (.*?))? -->", text):
+        text = re.sub(rf"(<!-- table:{name}(?: cols: [^>]*?)? -->\n).*?(<!-- /table:{name} -->)",
+                      lambda m: m.group(1) + table_rows(name, cols) + m.group(2), text, flags=re.S)
+        print(f"{path.name}: table {name} copied")
+    path.write_text(text)
