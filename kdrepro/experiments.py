@@ -337,14 +337,10 @@ class Experiment:
         rows, lacking = [], {}  # run id -> (method and seed, variants): a run in two rows is one missing run
         for planned in self.plan(study):
             if not self.train and self.store.status(planned.config) != "finished":
-                lab = planned.labels
-                who, variants = lacking.setdefault(planned.config.run_id, (f"{lab['method']} seed {lab['seed']}", []))
-                if lab.get("variant") and lab["variant"] not in variants:
-                    variants.append(lab["variant"])
+                _note_missing(lacking, planned)
                 continue
             rows.append(run_row(self.run(planned.config), planned.labels))
-        missing = [who + (f" ({', '.join(variants)})" if variants else "") + f" [{run_id}]"
-                   for run_id, (who, variants) in lacking.items()]
+        missing = _missing_names(lacking)
         if not rows and missing:
             raise MissingRunsError(f"study {study!r} of profile {self.profile.name!r} has none of its {len(missing)} "
                                    "runs in the store yet (train=False)")
@@ -356,15 +352,22 @@ class Experiment:
         """Every finished run of the profile (:meth:`all_configs`, teachers included), one row each, labelled
         by data set, method, model and seed; never trains. The runs not finished are named in
         ``table.attrs["missing"]``. Notebook 05 sums their run time per device kind from it."""
-        rows, missing = [], []
+        rows, unfinished = [], {}
         for cfg in self.all_configs():
             if self.store.status(cfg) != "finished":
-                missing.append(f"{cfg.method} {cfg.model} seed {cfg.seed} [{cfg.run_id}]")
+                unfinished[cfg.run_id] = cfg
                 continue
             labels = {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "seed": cfg.seed}
             rows.append(run_row(self.store.run(cfg, train=False), labels))
+        lacking: dict[str, tuple[str, list[str]]] = {}
+        for study in STUDIES:  # named as the studies name them
+            for planned in self.plan(study):
+                if planned.config.run_id in unfinished:
+                    _note_missing(lacking, planned)
+        for run_id, cfg in unfinished.items():  # a teacher: no study plans it
+            lacking.setdefault(run_id, (f"{cfg.method} {cfg.model} seed {cfg.seed}", []))
         table = pd.DataFrame(rows, columns=_columns(rows))
-        table.attrs["missing"] = missing
+        table.attrs["missing"] = _missing_names(lacking)
         return table
 
     def baselines(self) -> pd.DataFrame:
@@ -520,6 +523,21 @@ def run_flags(result: RunResult) -> list[str]:
 
     return health_flags(result.metrics(), result.summary.get("num_classes")
                         or dataset_num_classes(result.config.dataset))  # runs stored before summaries had it
+
+
+def _note_missing(lacking: dict[str, tuple[str, list[str]]], planned: "Planned") -> None:
+    """Record a planned run that is not finished: its method and seed, and every variant it stands for (one
+    run can be several rows of a study, e.g. the authors' setting of each ablation axis)."""
+    lab = planned.labels
+    _, variants = lacking.setdefault(planned.config.run_id, (f"{lab['method']} seed {lab['seed']}", []))
+    if lab.get("variant") and lab["variant"] not in variants:
+        variants.append(lab["variant"])
+
+
+def _missing_names(lacking: dict[str, tuple[str, list[str]]]) -> list[str]:
+    """"<method> seed <s> (<variants>) [<run id>]" for each run :func:`_note_missing` recorded."""
+    return [who + (f" ({', '.join(variants)})" if variants else "") + f" [{run_id}]"
+            for run_id, (who, variants) in lacking.items()]
 
 
 def _columns(rows: list[dict]) -> list[str]:

@@ -269,3 +269,19 @@ def test_a_notebook_skipped_for_lack_of_runs_leaves_no_earlier_tables_behind(tmp
     assert done == [] and "04_ablations skipped" in capsys.readouterr().out
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing trained
+
+
+def test_every_run_of_an_empty_store_names_each_run_of_the_profile_once(tmp_path):
+    """Experiment.every_run (notebook 05's compute table) never trains: with nothing in the store it returns
+    no row and names every run of the profile once, by its id (studies' runs with their method, seed and
+    variants)."""
+    exp = experiments.Experiment("smoke", results_dir=tmp_path, train=False)
+    table = exp.every_run()
+    configs = exp.all_configs()
+    missing = table.attrs["missing"]
+    assert table.empty and len(missing) == len(configs)
+    assert sorted(m.rsplit("[", 1)[1].rstrip("]") for m in missing) == sorted(c.run_id for c in configs)
+    assert "teacher seed 0 [" in " ".join(missing)  # the teacher, as the baselines study names it
+    slkd = [m for m in missing if m.startswith("slkd seed 0 (")]
+    assert slkd and all(m.count("[") == 1 for m in missing)  # variants in parentheses, each run once
+    assert not any((tmp_path / "runs").glob("*/summary.json"))  # nothing was trained
