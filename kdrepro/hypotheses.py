@@ -93,7 +93,9 @@ def evaluate_hypotheses(runs: pd.DataFrame, hypotheses=HYPOTHESES, arms: dict[st
                     smallest_effect: float = 0.5, plan: str | None = None) -> pd.DataFrame:
     """One row per hypothesis whose two arms both have runs in ``runs`` (the ablation study's tidy table,
     with its ``device`` column): the paired test on the same-device seeds, Welch's test on all seeds, the
-    primary test's Holm-adjusted p value, and the verdict. A verdict needs an analysis plan written before
+    primary test's Holm-adjusted p value, and the verdict; ``welch_verdict`` applies the same rules to Welch's
+    test (Holm over the Welch p values), so that a table can say where the secondary test disagrees with the
+    primary one, as the plan's results page must. A verdict needs an analysis plan written before
     the runs were read (``plan``, a profile's ``analysis_plan``): without one the column says
     "exploratory (no analysis plan)". It is withheld ("withheld: study incomplete") while
     ``runs.attrs["missing"]`` names runs not yet in the store."""
@@ -126,11 +128,14 @@ def evaluate_hypotheses(runs: pd.DataFrame, hypotheses=HYPOTHESES, arms: dict[st
     if out.empty:
         return out
     out["p_holm"] = stats.holm(list(out["p"]))
+    out["welch_p_holm"] = stats.holm(list(out["welch_p"]))
     incomplete = bool(runs.attrs.get("missing"))
-    out["verdict"] = ["exploratory (no analysis plan)" if not plan else
-                      "withheld: study incomplete" if incomplete else
-                      verdict(e, hi, ph, alpha, smallest_effect)
-                      for e, hi, ph in zip(out["estimate"], out["high"], out["p_holm"])]
+    for column, (est, high, p_holm) in (("verdict", ("estimate", "high", "p_holm")),
+                                        ("welch_verdict", ("welch_mean", "welch_high", "welch_p_holm"))):
+        out[column] = ["exploratory (no analysis plan)" if not plan else
+                       "withheld: study incomplete" if incomplete else
+                       verdict(e, hi, ph, alpha, smallest_effect)
+                       for e, hi, ph in zip(out[est], out[high], out[p_holm])]
     return out
 
 

@@ -323,8 +323,8 @@ def _fmt_p(p: float) -> str:
 def format_hypotheses(tests: pd.DataFrame) -> pd.DataFrame:
     """Display form of :func:`kdrepro.hypotheses.evaluate_hypotheses`: the primary test (paired by seed on one
     device kind, or Welch's where fewer than five such pairs exist) with its 95 % interval, raw and
-    Holm-adjusted p, Welch's test on every seed, the pairs left out because they cross device kinds, and
-    the plan's verdict."""
+    Holm-adjusted p, Welch's test on every seed, the pairs left out because they cross device kinds, the
+    plan's verdict, and the verdict the same rules give Welch's test, with whether it agrees."""
     if tests.empty:
         return pd.DataFrame()
     paired_seeds = [", ".join(map(str, s)) or "none" for s in tests["paired_seeds"]]
@@ -347,6 +347,9 @@ def format_hypotheses(tests: pd.DataFrame) -> pd.DataFrame:
                                             tests["welch_p"])],
         "pairs across devices": [", ".join(f"seed {s}" for s in c) or "none" for c in tests["crossing_seeds"]],
         "verdict": tests["verdict"],
+        "Welch's verdict": [w if w == v and (w.startswith("withheld") or w.startswith("exploratory"))
+                            else f"{w} ({'agrees' if w == v else 'disagrees'})"
+                            for v, w in zip(tests["verdict"], tests["welch_verdict"])],
     })
 
 

@@ -404,7 +404,7 @@ def test_hypotheses_table_follows_the_analysis_plan_from_the_summaries():
     rows = {r["hypothesis"]: r for r in rows}
     arms = _plan_arms()
     assert sorted(rows) == [h for h, a, b in PLAN if arms[a] and arms[b]]
-    primary_p, expected = [], {}
+    primary_p, welch_p, expected, expected_welch = [], [], {}, {}
     for h, a, b in PLAN:
         if h not in rows:
             continue
@@ -425,24 +425,26 @@ def test_hypotheses_table_follows_the_analysis_plan_from_the_summaries():
         for got, want in zip((row["estimate"], row["low"], row["high"], row["p"]), primary):
             assert float(got) == pytest.approx(want, abs=1e-6), h
         primary_p.append((primary[3], h))
-        expected[h] = primary
-    # Holm-Bonferroni by hand
-    m, running = len(primary_p), 0.0
-    holm = {}
-    for j, (p, h) in enumerate(sorted(primary_p), start=1):
-        running = max(running, min(1.0, (m - j + 1) * p))
-        holm[h] = running
+        welch_p.append((welch[3], h))
+        expected[h], expected_welch[h] = primary, welch
     complete = not re.search(r"Incomplete: \d+ run", (TABLES / "04_hypotheses.md").read_text())
-    for h, (mean, low, high, p) in expected.items():
-        assert float(rows[h]["p_holm"]) == pytest.approx(holm[h], abs=1e-6), h
-        if not complete:
-            assert rows[h]["verdict"] == "withheld: study incomplete", h
-        elif holm[h] < 0.05 and mean > 0:
-            assert rows[h]["verdict"] == "support", h
-        elif (holm[h] < 0.05 and mean < 0) or high < 0.5:
-            assert rows[h]["verdict"] == "refutation", h
-        else:
-            assert rows[h]["verdict"] == "no answer", h
+    # the primary tests, and Welch's (the plan's results page says where the secondary test disagrees)
+    for column, p_column, tests, ps in (("verdict", "p_holm", expected, primary_p),
+                                        ("welch_verdict", "welch_p_holm", expected_welch, welch_p)):
+        m, running, holm = len(ps), 0.0, {}  # Holm-Bonferroni by hand
+        for j, (p, h) in enumerate(sorted(ps), start=1):
+            running = max(running, min(1.0, (m - j + 1) * p))
+            holm[h] = running
+        for h, (mean, low, high, p) in tests.items():
+            assert float(rows[h][p_column]) == pytest.approx(holm[h], abs=1e-6), h
+            if not complete:
+                assert rows[h][column] == "withheld: study incomplete", h
+            elif holm[h] < 0.05 and mean > 0:
+                assert rows[h][column] == "support", h
+            elif (holm[h] < 0.05 and mean < 0) or high < 0.5:
+                assert rows[h][column] == "refutation", h
+            else:
+                assert rows[h][column] == "no answer", h
 
 
 def test_budget_crossover_is_paired_on_one_device_kind_from_the_summaries():
