@@ -360,7 +360,7 @@ class Experiment:
             labels = {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "seed": cfg.seed}
             rows.append(run_row(self.store.run(cfg, train=False), labels))
         lacking: dict[str, tuple[str, list[str]]] = {}
-        for study in STUDIES:  # named as the studies name them
+        for study in STUDIES if unfinished else ():  # named as the studies name them
             for planned in self.plan(study):
                 if planned.config.run_id in unfinished:
                     _note_missing(lacking, planned)

@@ -348,15 +348,16 @@ def test_runs_trained_on_a_gpu_computed_in_float32():
 # density (tests/_tdist.py), not from kdrepro.stats
 
 def _device_kind(summary: dict) -> str:
-    """The plan's device kind: a GPU's name; a CPU's name and, where recorded, its model (amendment 1)."""
+    """The plan's device kind, as the tables print it, from a summary's environment, written out here: a GPU's
+    name; a CPU's name and, where recorded, its model (amendment 1)."""
     env = summary.get("environment") or {}
-    name = env.get("device_name") or "cpu"
+    name = " ".join(str(env.get("device_name") or "").replace("(R)", "").replace(" Processor", "").split())
     if str(env.get("device", "")).startswith("cuda"):
-        return f"gpu {name}"
-    if name.lower() == "cpu":
-        return "cpu not recorded"
+        return f"GPU: {name}"
+    if name.lower() in ("", "cpu"):
+        return "CPU: model not recorded"
     model = env.get("cpu_model")
-    return f"cpu {name} {model}" if model and model != "unknown" else f"cpu {name}"
+    return f"CPU: {name} ({model})" if model and model != "unknown" else f"CPU: {name}"
 
 
 def _plan_arms() -> dict[str, dict[int, dict]]:
@@ -558,18 +559,6 @@ def test_the_results_pages_main_table_and_vanilla_gains_come_from_the_runs():
             assert (int(wins), int(n)) == (sum(d > 0 for d in diffs), len(diffs)), label
 
 
-def _device_label(env: dict) -> str:
-    """A run's device kind as the tables print it, from its summary's environment, written out here: the GPU's
-    name, or the CPU's name with its model where the summary records one (the analysis plan's amendment 1)."""
-    name = " ".join(env.get("device_name", "").replace("(R)", "").replace(" Processor", "").split())
-    if env.get("device", "cpu").startswith("cuda"):
-        return f"GPU: {name}"
-    if name in ("", "cpu"):
-        return "CPU: model not recorded"
-    model = env.get("cpu_model")
-    return f"CPU: {name} ({model})" if model and model != "unknown" else f"CPU: {name}"
-
-
 def test_compute_table_sums_every_finished_run_of_the_profile_per_device_kind():
     """05_compute (notebook 05) is every finished run of the profile, teacher included, grouped by device kind:
     runs, epochs and summed ``wall_seconds``, with a total, recomputed from the runs' summaries; the runs not
@@ -580,7 +569,7 @@ def test_compute_table_sums_every_finished_run_of_the_profile_per_device_kind():
     for cfg in configs:
         run = _load(RUNS / cfg.run_id)
         if run is not None:
-            groups.setdefault(_device_label(run[1]["environment"]), []).append(run[1])
+            groups.setdefault(_device_kind(run[1]), []).append(run[1])
     rows = {r["device"]: r for r in _csv("05_compute")}
     every = [s for group in groups.values() for s in group]
     assert set(rows) == set(groups) | {"all"}
