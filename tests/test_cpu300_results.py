@@ -517,7 +517,7 @@ def test_the_copies_of_tables_in_the_results_page_and_readme_are_the_committed_t
                                            text, re.S):
             copies[path.name, name] = (cols, body)
     assert {("results-cpu300.md", "04_order_paired"), ("results-cpu300.md", "04_mse_paired"),
-            ("README.md", "04_hypotheses")} <= set(copies), sorted(copies)
+            ("README.md", "04_hypotheses"), ("README.md", "05_compute")} <= set(copies), sorted(copies)
     for (page, name), (cols, body) in copies.items():
         table = TABLES / f"{name}.md"
         assert table.exists(), f"{page} copies {table}, which is not committed"
