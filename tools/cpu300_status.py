@@ -49,7 +49,7 @@ block = re.search(r"<!-- cpu300-status -->\n(.*?)<!-- /cpu300-status -->", text,
 old = block.group(1)
 head, _, rest = old.partition("| run |")
 table_head = "| run |" + rest.split("\n", 2)[0] + "\n" + rest.split("\n", 2)[1] + "\n"
-new = (f"{len(rows)} of {len(configs)} runs finished.\n" + head[head.index("\n"):] + table_head
+new = (f"{len(rows)} of {len(configs)} runs finished.\n" + head.partition("\n")[2] + table_head
        + "\n".join(rows) + "\n\n</details>\n")
 page.write_text(text.replace(old, new))
 print(f"{len(rows)} of {len(configs)} runs listed")
