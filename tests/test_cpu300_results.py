@@ -267,8 +267,6 @@ def test_every_run_of_the_five_seed_study_is_committed_and_finished(tmp_path):
     _check_finished(first)
 
 
-@pytest.mark.xfail(strict=True, reason="the ten-seed extension (docs/analysis-plan-cpu300.md) is still training; "
-                   "remove this mark when its 60 runs are committed")
 def test_every_run_of_the_cpu300_profile_is_committed_and_finished():
     configs = experiments.Experiment("cpu300", results_dir=ROOT / "results").all_configs()
     assert len(configs) == PROFILE_RUNS
@@ -581,3 +579,23 @@ def test_compute_table_sums_every_finished_run_of_the_profile_per_device_kind():
     shown = (TABLES / "05_compute.md").read_text()
     lacking = len(configs) - len(every)
     assert (f"**Incomplete: {lacking} run(s)" in shown) if lacking else ("Incomplete" not in shown)
+
+
+def test_every_verdict_the_pages_state_is_the_tables_verdict():
+    """The README, the results page and reading 04 state each hypothesis's verdict in prose ("H4, SLKD > SLKD
+    without MSE: no answer"); each statement must be the verdict of the committed 04_hypotheses table, and
+    each page must state all five once the study is complete."""
+    rows = _csv("04_hypotheses")
+    assert rows is not None, f"{TABLES / '04_hypotheses.csv'} is missing: run notebook 04 of cpu300"
+    verdicts = {r["hypothesis"]: (r["claim"], r["verdict"]) for r in rows}
+    complete = all(v in ("support", "refutation", "no answer") for _, v in verdicts.values())
+    pages = (ROOT / "README.md", RESULTS_PAGE, ROOT / "kdrepro" / "readings" / "cpu300" / "04_ablations.md")
+    for page in pages:
+        text = re.sub(r"\s+", " ", page.read_text().replace("*", ""))
+        stated = re.findall(r"\b(H[1-5]), ([^:]{3,40}?): (support|refutation|no answer)\b", text)
+        for h, claim, verdict in stated:
+            assert (claim, verdict) == verdicts[h], (page.name, h, claim, verdict, verdicts[h])
+        if complete:
+            assert {h for h, _, _ in stated} == set(verdicts), (page.name, sorted({h for h, _, _ in stated}))
+        else:
+            assert not stated, (page.name, "states a verdict while the study is incomplete", stated)
