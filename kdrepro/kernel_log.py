@@ -9,12 +9,16 @@ descriptor 2 (what child processes inherit) at a pipe whose reader drops exactly
 process keeps writing to the real one directly (progress bars stay live). A kernel's traceback, a crash
 message or any other line still shows, except after the user interrupts ``reproduce`` (Ctrl-C): the kernel
 is then being torn down under its notebook, and what it writes from that moment (a traceback of its closed
-sockets) is dropped, so the interrupted ``reproduce`` ends on its own one line.
+sockets) is dropped, so the interrupted ``reproduce`` ends on its own one line. For the same reason an
+interrupt also silences this process's ``asyncio`` logger: nbclient's cell task, failed with the dead kernel
+and never awaited, would otherwise be reported ("Task exception was never retrieved") when the garbage
+collector finds it, which can be after that line.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import signal
@@ -81,6 +85,7 @@ def quiet_kernel_noise() -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         mute.on = True
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the torn-down kernel's orphaned tasks
         raise
     finally:
         if previous is not None:

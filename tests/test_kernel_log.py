@@ -52,6 +52,38 @@ def test_child_processes_are_filtered_and_this_process_writes_directly():
     assert out.stderr.splitlines() == ["parent line", "Traceback: a real kernel error", "after"]
 
 
+def test_after_an_interrupt_an_orphaned_failed_task_is_not_reported_after_the_last_line():
+    """After Ctrl-C, nbclient's cell task (failed with the dead kernel, never awaited) is garbage-collected late;
+    asyncio would then log "Task exception was never retrieved" after reproduce's last line. Without the
+    interrupt the same orphaned task is still reported (the logger is silenced only by an interrupt)."""
+    script = """
+        import asyncio, gc, sys
+        from kdrepro.kernel_log import quiet_kernel_noise
+        async def cell():
+            raise RuntimeError("Kernel died")
+        def orphan():
+            loop = asyncio.new_event_loop()
+            task = loop.create_task(cell())
+            loop.run_until_complete(asyncio.sleep(0.01))
+            loop.close()
+            return task
+        task = orphan()
+        try:
+            with quiet_kernel_noise():
+                {body}
+        except KeyboardInterrupt:
+            pass
+        print("last line", file=sys.stderr)
+        del task
+        gc.collect()
+        """
+    interrupted = _stderr_of(script.format(body="raise KeyboardInterrupt"))
+    assert interrupted.returncode == 0, interrupted.stderr
+    assert interrupted.stderr.strip().splitlines()[-1] == "last line", interrupted.stderr
+    quiet = _stderr_of(script.format(body="pass"))
+    assert "Task exception was never retrieved" in quiet.stderr, quiet.stderr
+
+
 def test_a_real_kernel_quiet_on_success_and_its_errors_still_show(tmp_path):
     """A real notebook through papermill: no TCP warning in the log; what the kernel itself writes to its
     standard error shows; a failing cell is reported by name and cell."""
